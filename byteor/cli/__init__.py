@@ -1,0 +1,63 @@
+"""The ``byteor`` operator CLI.
+
+Every command takes ``--json`` and exits with a code scripts can rely on:
+
+* ``0`` success,
+* ``1`` findings or differences (the command ran, the answer is "no"),
+* ``2`` usage errors or unreadable input.
+
+Commands live in one module each under ``byteor.cli`` and register themselves through
+:data:`COMMAND_MODULES`; a module exposes ``register(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from byteor import __version__
+from byteor.cli._output import EXIT_USAGE, CliError, emit_error
+
+__all__ = ["main", "build_parser"]
+
+# Each entry is imported lazily by name so that a broken optional dependency of one command
+# never takes the whole CLI down.
+COMMAND_MODULES: tuple[str, ...] = (
+    "byteor.cli._bench",
+    "byteor.cli._doctor",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="byteor",
+        description="ByteOr operator CLI: lanes, specs, pipelines.",
+        epilog="Exit codes: 0 ok, 1 findings or differences, 2 usage error or unreadable input.",
+    )
+    parser.add_argument("--version", action="version", version=f"byteor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(handler(args))
+    except CliError as exc:
+        emit_error(args, str(exc), exc.code)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
