@@ -1,0 +1,1 @@
+"""IndexBus: bounded shared-memory lanes (being written)."""
