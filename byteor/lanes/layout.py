@@ -48,11 +48,11 @@ The producer block (two cache lines). Line 0 is written only by the producer: re
 per consumer: a consumer writes only its own byte (a plain one-byte store, no read-modify-write),
 and the producer reads eight of them with one 8-byte load after each publish::
 
-    0        8        16       24       32       40   44   48       56       64
-    +--------+--------+--------+--------+--------+----+----+--------+--------+
-    | cursor | claimed| full_  | drops  | epoch_ |slp.|pid | closed | start_ |   line 0
-    |        |        | waits  |        | seen   |    |    |        | time   |
-    +--------+--------+--------+--------+--------+----+----+--------+--------+
+    0        8        16       24       32       40       48   52   56       64
+    +--------+--------+--------+--------+--------+--------+----+----+--------+
+    | cursor | claimed| full_  | drops  | epoch_ | sleep- |clsd|pid | start_ |   line 0
+    |        |        | waits  |        | seen   | ing    |    |    | time   |
+    +--------+--------+--------+--------+--------+--------+----+----+--------+
     | consumer_sleeping[64]: one byte per consumer line                      |   line 1
     +------------------------------------------------------------------------+
 
@@ -66,6 +66,10 @@ written by its consumer (cursor, counters), line 1 once at registration::
     +--------+-----+-----+--------+--------+--------+--------+--------+--------+
     | name (48 bytes, UTF-8, NUL padded)             | epoch  | (reserved)      |
     +------------------------------------------------+--------+-----------------+
+
+``sleeping`` is non-zero while the producer sleeps waiting for room; every consumer reads it
+after releasing a slot. ``claimed`` is the producer's current limit: it will not write a
+sequence at or beyond it before it looks at the consumers again.
 
 ``cursor`` is a count: the producer's cursor is the number of messages published (the next
 sequence to publish), a consumer's is the number it has released (the next one it reads).
@@ -187,9 +191,9 @@ class ProducerBlock(ctypes.LittleEndianStructure):
         ("full_waits", ctypes.c_uint64),
         ("drops", ctypes.c_uint64),
         ("epoch_seen", ctypes.c_uint64),
-        ("sleeping", ctypes.c_uint32),
+        ("sleeping", ctypes.c_uint64),
+        ("closed", ctypes.c_uint32),
         ("pid", ctypes.c_uint32),
-        ("closed", ctypes.c_uint64),
         ("start_time", ctypes.c_uint64),
         ("consumer_sleeping", ctypes.c_uint8 * MAX_CONSUMERS),
     ]
