@@ -10,14 +10,53 @@ from byteor.cli._output import EXIT_USAGE, add_json_flag
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="measure lanes (and later pipelines) against peers")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
-    lanes = bench_sub.add_parser("lanes", help="1 producer process -> 1 consumer process")
+    lanes = bench_sub.add_parser(
+        "lanes",
+        help="1 producer process -> 1 consumer process",
+        description=(
+            "Move messages from one producer process to one consumer process over our lanes"
+            " and over the peers a user would pick instead (multiprocessing Queue and Pipe,"
+            " pyzmq, faster-fifo); print each with its ratio to pyzmq PUSH/PULL. Progress goes"
+            " to stderr. Exit 1 when any run fails its checks (order, count, a hang)."
+        ),
+    )
     add_json_flag(lanes)
-    lanes.add_argument("--quick", action="store_true", help="short run (a few seconds)")
+    lanes.add_argument("--quick", action="store_true", help="a tenth of the messages (< 15 s)")
+    lanes.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="run only paths matching PATTERN (a glob like 'ours/*', or a substring like"
+        " 'numpy'); repeatable. The pyzmq baselines are kept for the ratios.",
+    )
+    lanes.add_argument(
+        "--no-baseline", action="store_true", help="with --only: do not add the pyzmq baselines"
+    )
+    lanes.add_argument(
+        "--sizes", metavar="BYTES,...", help="message sizes in bytes (default: 64,1024)"
+    )
+    lanes.add_argument(
+        "--repeat", type=int, default=3, metavar="N", help="runs per path (default: 3)"
+    )
+    lanes.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a run that takes longer fails as hung (default: 120)",
+    )
+    lanes.add_argument("--list", action="store_true", help="list the paths and exit")
     lanes.set_defaults(handler=_run_lanes)
-    bench.set_defaults(handler=lambda args: (bench.print_help(), EXIT_USAGE)[1])
+
+    def _help(args: argparse.Namespace) -> int:
+        bench.print_help()
+        return EXIT_USAGE
+
+    bench.set_defaults(handler=_help)
 
 
 def _run_lanes(args: argparse.Namespace) -> int:
-    from byteor.bench.lanes import run_cli
+    # Imported on use: the benchmark pulls in numpy and the peers, the rest of the CLI must not.
+    from byteor.bench.lanes import run_cli  # noqa: PLC0415 - see the line above
 
     return run_cli(args)
