@@ -890,6 +890,7 @@ def run_path(path: BenchPath, plan: Plan, timeout_s: float = 120.0) -> Tally | R
     resource = path.setup(plan)
     procs: list[Any] = []
     conns: list[Connection] = []
+    grace_s = 0.2  # a failed run's processes get this long to go, then they are killed
     try:
         for role_fn, role in zip((path.driver, path.helper), roles, strict=True):
             mine, theirs = ctx.Pipe(duplex=True)
@@ -922,13 +923,14 @@ def run_path(path: BenchPath, plan: Plan, timeout_s: float = 120.0) -> Tally | R
                 raise BenchFailure("too few messages after the first receipt to time; raise counts")
         elif not isinstance(result, RoundTrips) or len(result.samples_ns) != plan.count:
             raise BenchFailure(f"the {roles[0]} returned {result!r}")
+        grace_s = HOLD_TIMEOUT_S
         return result  # type: ignore[no-any-return]
     finally:
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.send("done")  # releases a role still waiting in start() or hold()
         for proc in procs:
-            proc.join(HOLD_TIMEOUT_S)
+            proc.join(grace_s)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
