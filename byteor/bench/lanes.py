@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fnmatch
 import importlib
 import importlib.metadata
@@ -121,6 +122,7 @@ class Tally:
     first_receipt: int  # messages in the first receipt (1, or the first batch)
     t_first_ns: int
     t_last_ns: int
+    info: dict[str, int] = field(default_factory=dict)  # lane counters, when the path has them
 
     @property
     def elapsed_ns(self) -> int:
@@ -135,6 +137,27 @@ class Tally:
 @dataclass(frozen=True)
 class RoundTrips:
     samples_ns: list[int]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A producer's (or echoer's) count and clock: from "go" to its last send returning."""
+
+    count: int
+    t_start_ns: int
+    t_end_ns: int
+
+    @property
+    def rate(self) -> float:
+        return self.count * 1e9 / max(1, self.t_end_ns - self.t_start_ns)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one path: what the driver measured and what the helper reports."""
+
+    result: Tally | RoundTrips
+    sent: Sent
 
 
 class Gate:
@@ -200,18 +223,20 @@ def _seq_failure(expected: int, got: int, position: int) -> BenchFailure:
     )
 
 
-def produce_each(send: Callable[[bytearray], object], plan: Plan, gate: Gate) -> int:
+def produce_each(send: Callable[[bytearray], object], plan: Plan, gate: Gate) -> Sent:
     """Send ``plan.count`` messages one by one, stamping the sequence into a pooled buffer."""
     pool = _pool(plan.size)
     pack_into = SEQ.pack_into
     mask = POOL - 1
     gate.start()
+    t_start = time.perf_counter_ns()
     for seq in range(plan.count):
         buf = pool[seq & mask]
         pack_into(buf, 0, seq)
         send(buf)
+    t_end = time.perf_counter_ns()
     gate.hold()
-    return plan.count
+    return Sent(plan.count, t_start, t_end)
 
 
 def consume_each(recv: Callable[[], Any], plan: Plan, gate: Gate) -> Tally:
@@ -340,14 +365,16 @@ def ping(
     return RoundTrips(samples)
 
 
-def pong(send: Callable[[Any], object], recv: Callable[[], Any], plan: Plan, gate: Gate) -> int:
+def pong(send: Callable[[Any], object], recv: Callable[[], Any], plan: Plan, gate: Gate) -> Sent:
     """Echo every message back, ``plan.warmup + plan.count`` of them."""
     total = plan.warmup + plan.count
     gate.start()
+    t_start = time.perf_counter_ns()
     for _ in range(total):
         send(recv())
+    t_end = time.perf_counter_ns()
     gate.hold()
-    return total
+    return Sent(total, t_start, t_end)
 
 
 def expect_nothing_more(arrived: Callable[[], bool]) -> None:
@@ -389,12 +416,11 @@ def _mpq_teardown(queue: Any) -> None:
     queue.close()
 
 
-def _mpq_producer(queue: Any, plan: Plan, gate: Gate) -> int:
+def _mpq_producer(queue: Any, plan: Plan, gate: Gate) -> Sent:
     put = queue.put
     # Queue.put hands the object to a feeder thread that pickles it later: it must not change
     # after put, so each message is frozen into bytes (a user would have to do the same).
-    sent = produce_each(lambda buf: put(bytes(buf)), plan, gate)
-    return sent
+    return produce_each(lambda buf: put(bytes(buf)), plan, gate)
 
 
 def _mpq_consumer(queue: Any, plan: Plan, gate: Gate) -> Tally:
@@ -414,7 +440,7 @@ def _pipe_teardown(ends: tuple[Connection, Connection]) -> None:
         end.close()
 
 
-def _pipe_producer(ends: tuple[Connection, Connection], plan: Plan, gate: Gate) -> int:
+def _pipe_producer(ends: tuple[Connection, Connection], plan: Plan, gate: Gate) -> Sent:
     return produce_each(ends[1].send_bytes, plan, gate)
 
 
@@ -434,7 +460,7 @@ def _ipc_teardown(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def _zmq_producer(directory: str, plan: Plan, gate: Gate) -> int:
+def _zmq_producer(directory: str, plan: Plan, gate: Gate) -> Sent:
     import zmq
 
     ctx = zmq.Context()
@@ -475,7 +501,7 @@ def _zmq_pinger(directory: str, plan: Plan, gate: Gate) -> RoundTrips:
         ctx.term()
 
 
-def _zmq_ponger(directory: str, plan: Plan, gate: Gate) -> int:
+def _zmq_ponger(directory: str, plan: Plan, gate: Gate) -> Sent:
     import zmq
 
     ctx = zmq.Context()
@@ -496,7 +522,7 @@ def _pipe_pinger(ends: tuple[Connection, Connection], plan: Plan, gate: Gate) ->
     return ping(ends[0].send_bytes, ends[0].recv_bytes, plan, gate)
 
 
-def _pipe_ponger(ends: tuple[Connection, Connection], plan: Plan, gate: Gate) -> int:
+def _pipe_ponger(ends: tuple[Connection, Connection], plan: Plan, gate: Gate) -> Sent:
     return pong(ends[1].send_bytes, ends[1].recv_bytes, plan, gate)
 
 
@@ -513,7 +539,7 @@ def _ff_teardown(queue: Any) -> None:
         queue.close()
 
 
-def _ff_producer(queue: Any, plan: Plan, gate: Gate) -> int:
+def _ff_producer(queue: Any, plan: Plan, gate: Gate) -> Sent:
     return produce_each(queue.put, plan, gate)
 
 
@@ -568,6 +594,18 @@ def _lanes_teardown(made: _Lanes) -> None:
             lanes.unlink(name)
 
 
+def _with_lane_counters(tally: Tally, lane: Any) -> Tally:
+    """Add the lane's wait counters: who waited for whom tells which side was the bottleneck."""
+    stats = lane.statistics()
+    return dataclasses.replace(
+        tally,
+        info={
+            "producer_full_waits": stats.full_waits,
+            "consumer_empty_waits": sum(c.waits for c in stats.consumers),
+        },
+    )
+
+
 def _one_lane_setup(plan: Plan) -> _Lanes:
     return _lanes_setup(plan, 1, LANE_CAPACITY)
 
@@ -576,7 +614,7 @@ def _two_lanes_setup(plan: Plan) -> _Lanes:
     return _lanes_setup(plan, 2, 1024)
 
 
-def _ours_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
+def _ours_producer(made: _Lanes, plan: Plan, gate: Gate) -> Sent:
     from byteor import lanes
 
     lane = lanes.attach(made.names[0])
@@ -594,12 +632,12 @@ def _ours_consumer(made: _Lanes, plan: Plan, gate: Gate) -> Tally:
         rx = lane.receiver()
         tally = consume_each(rx.receive, plan, gate)
         expect_nothing_more(raises(lambda: rx.receive(timeout=EXTRA_WAIT_S), lanes.LaneTimeout))
-        return tally
+        return _with_lane_counters(tally, lane)
     finally:
         lane.close()
 
 
-def _ours_bytes_batch_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
+def _ours_bytes_batch_producer(made: _Lanes, plan: Plan, gate: Gate) -> Sent:
     from byteor import lanes
 
     lane = lanes.attach(made.names[0])
@@ -614,6 +652,7 @@ def _ours_bytes_batch_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
         ramp = np.arange(batch, dtype=np.uint64)
         full, rest = divmod(plan.count, batch)
         gate.start()
+        t_start = time.perf_counter_ns()
         base = 0
         for _ in range(full):
             np.add(ramp, np.uint64(base), out=seqs)
@@ -624,8 +663,9 @@ def _ours_bytes_batch_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
             np.add(ramp[:rest], np.uint64(base), out=seqs[:rest])
             if send_batch(views[:rest]) != rest:
                 raise BenchFailure("send_batch did not send the whole batch")
+        t_end = time.perf_counter_ns()
         gate.hold()
-        return plan.count
+        return Sent(plan.count, t_start, t_end)
     finally:
         lane.close()
 
@@ -638,12 +678,12 @@ def _ours_bytes_batch_consumer(made: _Lanes, plan: Plan, gate: Gate) -> Tally:
         rx = lane.receiver()
         tally = consume_batches(rx.receive_batch, plan, gate)
         expect_nothing_more(raises(lambda: rx.receive(timeout=EXTRA_WAIT_S), lanes.LaneTimeout))
-        return tally
+        return _with_lane_counters(tally, lane)
     finally:
         lane.close()
 
 
-def _ours_numpy_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
+def _ours_numpy_producer(made: _Lanes, plan: Plan, gate: Gate) -> Sent:
     from byteor import lanes
 
     lane = lanes.attach(made.names[0])
@@ -655,6 +695,7 @@ def _ours_numpy_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
         ramp = np.arange(batch, dtype=np.uint64)
         full, rest = divmod(plan.count, batch)
         gate.start()
+        t_start = time.perf_counter_ns()
         base = 0
         for _ in range(full):
             np.add(ramp, np.uint64(base), out=seqs)
@@ -665,8 +706,9 @@ def _ours_numpy_producer(made: _Lanes, plan: Plan, gate: Gate) -> int:
             np.add(ramp[:rest], np.uint64(base), out=seqs[:rest])
             if send_batch(records[:rest]) != rest:
                 raise BenchFailure("send_batch did not send the whole batch")
+        t_end = time.perf_counter_ns()
         gate.hold()
-        return plan.count
+        return Sent(plan.count, t_start, t_end)
     finally:
         lane.close()
 
@@ -679,7 +721,7 @@ def _ours_numpy_consumer(made: _Lanes, plan: Plan, gate: Gate) -> Tally:
         rx = lane.receiver()
         tally = consume_arrays(rx.receive_array, plan, gate)
         expect_nothing_more(raises(lambda: rx.receive(timeout=EXTRA_WAIT_S), lanes.LaneTimeout))
-        return tally
+        return _with_lane_counters(tally, lane)
     finally:
         lane.close()
 
@@ -695,7 +737,7 @@ def _ours_pinger(made: _Lanes, plan: Plan, gate: Gate) -> RoundTrips:
         back.close()
 
 
-def _ours_ponger(made: _Lanes, plan: Plan, gate: Gate) -> int:
+def _ours_ponger(made: _Lanes, plan: Plan, gate: Gate) -> Sent:
     from byteor import lanes
 
     there, back = lanes.attach(made.names[0]), lanes.attach(made.names[1])
@@ -722,8 +764,8 @@ PATHS: tuple[BenchPath, ...] = (
         driver=_mpq_consumer,
         helper=_mpq_producer,
         teardown=_mpq_teardown,
-        counts={64: 150_000, 1024: 120_000},
-        default_count=100_000,
+        counts={64: 150_000, 1024: 60_000},
+        default_count=60_000,
     ),
     BenchPath(
         name="peer/mp-pipe",
@@ -744,7 +786,7 @@ PATHS: tuple[BenchPath, ...] = (
         driver=_zmq_consumer,
         helper=_zmq_producer,
         teardown=_ipc_teardown,
-        counts={64: 500_000, 1024: 400_000},
+        counts={64: 800_000, 1024: 400_000},
         default_count=300_000,
         requires=("zmq",),
         hint=f"{PIP_HINT}  (or: pip install pyzmq)",
@@ -757,8 +799,8 @@ PATHS: tuple[BenchPath, ...] = (
         driver=_ff_consumer,
         helper=_ff_producer,
         teardown=_ff_teardown,
-        counts={64: 500_000, 1024: 400_000},
-        default_count=300_000,
+        counts={64: 300_000, 1024: 200_000},
+        default_count=200_000,
         requires=("faster_fifo",),
         hint=f"{PIP_HINT}  (or: pip install faster-fifo)",
     ),
@@ -770,8 +812,8 @@ PATHS: tuple[BenchPath, ...] = (
         driver=_ours_consumer,
         helper=_ours_producer,
         teardown=_lanes_teardown,
-        counts={64: 2_000_000, 1024: 1_500_000},
-        default_count=1_000_000,
+        counts={64: 1_500_000, 1024: 800_000},
+        default_count=800_000,
         requires=_LANES_REQ,
         hint=_LANES_HINT,
         ours=True,
@@ -784,8 +826,8 @@ PATHS: tuple[BenchPath, ...] = (
         driver=_ours_bytes_batch_consumer,
         helper=_ours_bytes_batch_producer,
         teardown=_lanes_teardown,
-        counts={64: 6_000_000, 1024: 3_000_000},
-        default_count=2_000_000,
+        counts={64: 2_500_000, 1024: 1_500_000},
+        default_count=1_500_000,
         batch=1024,
         requires=_LANES_REQ,
         hint=_LANES_HINT,
@@ -799,8 +841,8 @@ PATHS: tuple[BenchPath, ...] = (
         driver=_ours_numpy_consumer,
         helper=_ours_numpy_producer,
         teardown=_lanes_teardown,
-        counts={64: 40_000_000, 1024: 4_000_000},
-        default_count=4_000_000,
+        counts={64: 60_000_000, 1024: 3_500_000},
+        default_count=3_500_000,
         batch=8192,
         requires=_LANES_REQ,
         hint=_LANES_HINT,
@@ -883,8 +925,8 @@ def _await(conn: Connection, timeout_s: float, role: str, process: Any) -> Any:
     return msg
 
 
-def run_path(path: BenchPath, plan: Plan, timeout_s: float = 120.0) -> Tally | RoundTrips:
-    """Run ``path`` once with ``plan``; return the driver's result or raise BenchFailure."""
+def run_path(path: BenchPath, plan: Plan, timeout_s: float = 120.0) -> Run:
+    """Run ``path`` once with ``plan``; return what both roles report, or raise BenchFailure."""
     roles = ("consumer", "producer") if path.kind == "throughput" else ("pinger", "echoer")
     ctx = _mp()
     resource = path.setup(plan)
@@ -911,11 +953,11 @@ def run_path(path: BenchPath, plan: Plan, timeout_s: float = 120.0) -> Tally | R
             conn.send("go")
         out = _await(conns[0], timeout_s, roles[0], procs[0])
         conns[1].send("done")
-        sent = _await(conns[1], HOLD_TIMEOUT_S, roles[1], procs[1])
+        sent = _await(conns[1], HOLD_TIMEOUT_S, roles[1], procs[1])[1]
         result = out[1]
         expected = plan.count if path.kind == "throughput" else plan.count + plan.warmup
-        if sent[1] != expected:
-            raise BenchFailure(f"the {roles[1]} reports {sent[1]} messages, expected {expected}")
+        if not isinstance(sent, Sent) or sent.count != expected:
+            raise BenchFailure(f"the {roles[1]} reports {sent!r}, expected {expected} messages")
         if isinstance(result, Tally):
             if result.received != plan.count:
                 raise BenchFailure(f"received {result.received}, expected {plan.count}")
@@ -924,7 +966,7 @@ def run_path(path: BenchPath, plan: Plan, timeout_s: float = 120.0) -> Tally | R
         elif not isinstance(result, RoundTrips) or len(result.samples_ns) != plan.count:
             raise BenchFailure(f"the {roles[0]} returned {result!r}")
         grace_s = HOLD_TIMEOUT_S
-        return result  # type: ignore[no-any-return]
+        return Run(result, sent)
     finally:
         for conn in conns:
             with contextlib.suppress(OSError):
@@ -1071,6 +1113,7 @@ def _cpu_model() -> str | None:
 
 def machine_info() -> dict[str, Any]:
     return {
+        "load_average": list(os.getloadavg()),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cpu_model": _cpu_model(),
@@ -1090,7 +1133,7 @@ class _Row:
     plan: Plan
     status: str = "ok"  # ok | missing | failed
     detail: str = ""
-    runs: list[dict[str, float]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_benchmark(
@@ -1122,11 +1165,12 @@ def run_benchmark(
                 f"  run {rep + 1}/{repeat}"
             )
             try:
-                result = run_path(row.path, row.plan, timeout_s)
+                run = run_path(row.path, row.plan, timeout_s)
             except BenchFailure as exc:
                 row.status, row.detail = "failed", str(exc)
                 progress(f"{label}  FAILED: {exc}")
                 continue
+            result = run.result
             if isinstance(result, Tally):
                 row.runs.append(
                     {
@@ -1134,6 +1178,8 @@ def run_benchmark(
                         "elapsed_s": result.elapsed_ns / 1e9,
                         "received": result.received,
                         "first_receipt": result.first_receipt,
+                        "producer_rate": run.sent.rate,
+                        **result.info,
                     }
                 )
                 progress(f"{label}  {_fmt_rate(result.rate)} {row.path.unit}/s")
@@ -1221,7 +1267,7 @@ def _table(
             lines.append("")
         lines.append(
             f"{'round trip':<{w}} {'size':>6}  {'median us':>11}  {'(best)':>6}"
-            f"  {'p99 us':>8}  {'(best)':>6}  {'vs pyzmq':>14}"
+            f"  {'p99 us':>8}  {'(best)':>6}  {'vs pyzmq':>8}"
         )
         for r in rtt:
             head = f"{r['path']:<{w}} {_fmt_size(r['size']):>6}"
@@ -1232,7 +1278,7 @@ def _table(
             lines.append(
                 f"{head}  {r['median_us']:>11.1f}  {r['best_median_us']:>6.1f}"
                 f"  {r['p99_us']:>8.1f}  {r['best_p99_us']:>6.1f}"
-                f"  {(f'{speed:.2f}x faster' if speed is not None else '-'):>14}"
+                f"  {(f'{speed:.2f}x' if speed is not None else '-'):>8}"
             )
     notes = [
         f"Each path ran {repeat} time(s), each in two fresh processes, interleaved with the"
@@ -1308,6 +1354,12 @@ def run_cli(args: argparse.Namespace) -> int:
         raise CliError("--repeat must be at least 1")
     quick = bool(getattr(args, "quick", False))
     started = time.monotonic()
+    machine = machine_info()  # before the runs: the load average is the machine's, not ours
+    if machine["load_average"][0] > 0.5:
+        _say(
+            f"warning: the load average is {machine['load_average'][0]:.2f} before the runs:"
+            " something else is using the CPUs and the numbers will be noisy"
+        )
     check = measure_check_cost()
     rows = run_benchmark(
         paths, sizes, quick=quick, repeat=repeat, timeout_s=float(getattr(args, "timeout", 120))
@@ -1318,7 +1370,7 @@ def run_cli(args: argparse.Namespace) -> int:
         "benchmark": "byteor bench lanes",
         "command": _command(args),
         "argv": list(sys.argv),
-        "machine": machine_info(),
+        "machine": machine,
         "settings": {
             "quick": quick,
             "repeat": repeat,
@@ -1335,6 +1387,7 @@ def run_cli(args: argparse.Namespace) -> int:
         "check_cost_ns": check,
         "results": results,
         "failures": [f"{r['path']} {r['size']} B: {r['detail']}" for r in failed],
+        "load_average_after": list(os.getloadavg()),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     info = doc["machine"]

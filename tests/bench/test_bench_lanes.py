@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from byteor.bench import lanes as bench
-from byteor.bench.lanes import BenchFailure, Gate, Plan, RoundTrips, Tally
+from byteor.bench.lanes import BenchFailure, Gate, Plan, RoundTrips, Sent, Tally
 
 
 class _FreeGate(Gate):
@@ -120,20 +120,22 @@ def test_only_selects_by_glob_or_substring_and_keeps_the_baselines() -> None:
 @pytest.mark.multiprocess
 @pytest.mark.timeout(30)
 def test_a_peer_runs_and_is_counted() -> None:
-    result = bench.run_path(_path("peer/mp-pipe"), Plan(64, 2000), timeout_s=20)
+    run = bench.run_path(_path("peer/mp-pipe"), Plan(64, 2000), timeout_s=20)
+    result = run.result
     assert isinstance(result, Tally)
+    assert run.sent.count == 2000
     assert (result.received, result.first_receipt) == (2000, 1)
     assert result.rate > 0
 
 
-def _skipping_producer(ends: object, plan: Plan, gate: Gate) -> int:
+def _skipping_producer(ends: object, plan: Plan, gate: Gate) -> Sent:
     writer = ends[1]  # type: ignore[index]
     seqs = [s for s in range(plan.count + 1) if s != plan.count // 2]  # one gap, same count
     gate.start()
     for message in _messages(seqs, plan.size):
         writer.send_bytes(message)
     gate.hold()
-    return plan.count
+    return Sent(plan.count, 0, 1)
 
 
 @pytest.mark.multiprocess
@@ -144,10 +146,10 @@ def test_an_out_of_order_stream_fails_the_run() -> None:
         bench.run_path(broken, Plan(64, 1000), timeout_s=20)
 
 
-def _silent_producer(ends: object, plan: Plan, gate: Gate) -> int:
+def _silent_producer(ends: object, plan: Plan, gate: Gate) -> Sent:
     gate.start()
     gate.hold()
-    return plan.count
+    return Sent(plan.count, 0, 1)
 
 
 @pytest.mark.multiprocess
@@ -164,15 +166,17 @@ def test_a_hung_run_fails_within_its_timeout() -> None:
 def test_our_lane_paths_run_and_are_counted(name: str) -> None:
     path = _path(name)
     count = 20 * path.batch if path.batch > 1 else 5000
-    result = bench.run_path(path, Plan(64, count, batch=path.batch), timeout_s=20)
+    result = bench.run_path(path, Plan(64, count, batch=path.batch), timeout_s=20).result
     assert isinstance(result, Tally)
     assert result.received == count
+    assert set(result.info) == {"producer_full_waits", "consumer_empty_waits"}
 
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(30)
 def test_our_round_trip_runs() -> None:
-    result = bench.run_path(_path("ours/round-trip"), Plan(64, 500, warmup=50), timeout_s=20)
+    run = bench.run_path(_path("ours/round-trip"), Plan(64, 500, warmup=50), timeout_s=20)
+    result = run.result
     assert isinstance(result, RoundTrips)
     assert len(result.samples_ns) == 500 and min(result.samples_ns) > 0
 
