@@ -67,19 +67,36 @@ import numpy as np
 import numpy.typing as npt
 
 from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+from byteor.errors import ByteorError
 
 __all__ = [
+    # running
     "run_cli",
     "run_benchmark",
     "run_path",
+    "select_paths",
+    "PATHS",
+    "SIZES",
+    # a path and what its roles exchange
     "BenchPath",
     "Plan",
     "Gate",
     "Tally",
     "RoundTrips",
+    "Sent",
+    "Run",
     "BenchFailure",
-    "PATHS",
-    "SIZES",
+    # the shared loops every path uses
+    "produce_each",
+    "consume_each",
+    "consume_batches",
+    "consume_arrays",
+    "check_batch",
+    "record_dtype",
+    "ping",
+    "pong",
+    "expect_nothing_more",
+    "raises",
 ]
 
 SIZES: tuple[int, ...] = (64, 1024)
@@ -97,7 +114,7 @@ PIP_HINT = "pip install 'byteor[bench]'"
 Kind = Literal["throughput", "round-trip"]
 
 
-class BenchFailure(Exception):
+class BenchFailure(ByteorError):
     """A run did not do what it must (wrong order, wrong count, a hang); never a number."""
 
 
@@ -200,7 +217,6 @@ class BenchPath:
     hint: str = ""  # how to get what is missing
     ours: bool = False
     unit: str = "msgs"
-    notes: tuple[str, ...] = field(default=())
 
     def plan(self, size: int, quick: bool) -> Plan:
         count = self.counts.get(size, self.default_count)
@@ -1063,6 +1079,19 @@ def _fmt_size(size: int) -> str:
     return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
 
 
+class _NoGate(Gate):
+    """A gate with no parent, for timing the loops in this process."""
+
+    def __init__(self) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def hold(self) -> None:
+        pass
+
+
 def measure_check_cost(size: int = 64, n: int = 65536) -> dict[str, float]:
     """What the consumer's sequence check alone costs here, in ns per message (no transport)."""
     whole = bytearray(size * n)
@@ -1070,17 +1099,8 @@ def measure_check_cost(size: int = 64, n: int = 65536) -> dict[str, float]:
     views = [mv[i * size : (i + 1) * size] for i in range(n)]
     np.ndarray((n,), dtype="<u8", buffer=whole, strides=(size,))[:] = np.arange(n)
     it = iter(views)
-    plan = Plan(size=size, count=n)
-
-    class _FreeGate(Gate):
-        def __init__(self) -> None:
-            pass
-
-        def start(self) -> None:
-            pass
-
     t0 = time.perf_counter_ns()
-    consume_each(it.__next__, plan, _FreeGate())
+    consume_each(it.__next__, Plan(size=size, count=n), _NoGate())
     t1 = time.perf_counter_ns()
     for i in range(0, n, 1024):
         check_batch(views[i : i + 1024], i)
