@@ -44,6 +44,7 @@ import fnmatch
 import importlib
 import importlib.metadata
 import itertools
+import json
 import math
 import multiprocessing
 import multiprocessing.context
@@ -1357,6 +1358,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--only", pattern]
     if getattr(args, "no_baseline", False):
         parts.append("--no-baseline")
+    if getattr(args, "save", None):
+        parts += ["--save", args.save]
     sizes = getattr(args, "sizes", None)
     if sizes:
         parts += ["--sizes", sizes]
@@ -1442,5 +1445,10 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     if failed:
         text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
+    save = getattr(args, "save", None)
+    if save:
+        with open(save, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
     emit(args, text, doc)
     return EXIT_FINDINGS if failed else EXIT_OK

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="a run that takes longer fails as hung (default: 120)",
     )
+    lanes.add_argument(
+        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
+    )
     lanes.add_argument("--list", action="store_true", help="list the paths and exit")
     lanes.set_defaults(handler=_run_lanes)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pathlib
 import struct
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ import pytest
 
 from byteor.bench import lanes as bench
 from byteor.bench.lanes import BenchFailure, Gate, Plan, RoundTrips, Sent, Tally
+from byteor.cli._output import CliError
 
 
 class _FreeGate(Gate):
@@ -110,7 +112,7 @@ def test_only_selects_by_glob_or_substring_and_keeps_the_baselines() -> None:
     assert names[0] == bench.BASELINE and bench.RT_BASELINE in names
     assert {"ours/per-message", "ours/bytes-batch", "ours/numpy-batch"} <= set(names)
     assert [p.name for p in bench.select_paths(["numpy"], baseline=False)] == ["ours/numpy-batch"]
-    with pytest.raises(bench.CliError):
+    with pytest.raises(CliError):
         bench.select_paths(["no-such-path"])
 
 
@@ -184,8 +186,9 @@ def test_our_round_trip_runs() -> None:
 @pytest.mark.multiprocess
 @pytest.mark.timeout(30)
 def test_the_cli_prints_json_with_the_machine_and_the_command(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
 ) -> None:
+    saved = tmp_path / "bench.json"
     args = argparse.Namespace(
         json=True,
         quick=True,
@@ -194,12 +197,15 @@ def test_the_cli_prints_json_with_the_machine_and_the_command(
         sizes="64",
         repeat=1,
         timeout=20.0,
+        save=str(saved),
         list=False,
     )
     assert bench.run_cli(args) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert json.loads(saved.read_text()) == doc
     assert doc["command"] == (
-        "byteor bench lanes --quick --json --only peer/mp-pipe --no-baseline --sizes 64 --repeat 1"
+        "byteor bench lanes --quick --json --only peer/mp-pipe --no-baseline"
+        f" --save {saved} --sizes 64 --repeat 1"
     )
     assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["python"]
     by_path = {r["path"]: r for r in doc["results"]}
