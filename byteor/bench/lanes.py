@@ -1080,6 +1080,21 @@ def _fmt_size(size: int) -> str:
     return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
 
 
+def _speed_probe_ns(loops: int = 100_000) -> float:
+    """ns per turn of an empty Python loop, best of 3: how fast this machine is right now.
+
+    On a shared VM the same code can run twice as slow for minutes at a time, with no steal
+    time reported; a probe before every run shows when that happened.
+    """
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter_ns()
+        for _ in range(loops):
+            pass
+        best = min(best, (time.perf_counter_ns() - t0) / loops)
+    return best
+
+
 class _NoGate(Gate):
     """A gate with no parent, for timing the loops in this process."""
 
@@ -1214,6 +1229,7 @@ def run_benchmark(
                 f"[{done:>3}/{total}] {row.path.name:<26} {_fmt_size(row.size):>6}"
                 f"  run {rep + 1}/{repeat}"
             )
+            host = {"probe_ns": _speed_probe_ns()}
             try:
                 run = run_path(row.path, row.plan, timeout_s)
             except BenchFailure as exc:
@@ -1230,11 +1246,12 @@ def run_benchmark(
                         "first_receipt": result.first_receipt,
                         "producer_rate": run.sent.rate,
                         **result.info,
+                        **host,
                     }
                 )
                 progress(f"{label}  {_fmt_rate(result.rate)} {row.path.unit}/s")
             else:
-                stats = _round_trip_stats(result.samples_ns)
+                stats: dict[str, Any] = {**_round_trip_stats(result.samples_ns), **host}
                 row.runs.append(stats)
                 progress(
                     f"{label}  median {stats['median_us']:.1f} us, p99 {stats['p99_us']:.1f} us"
@@ -1418,6 +1435,7 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     results = _summarise(rows)
     failed = [r for r in results if r["status"] == "failed"]
+    probes = [run["probe_ns"] for row in rows for run in row.runs if "probe_ns" in run]
     doc: dict[str, Any] = {
         "benchmark": "byteor bench lanes",
         "command": _command(args),
@@ -1441,6 +1459,7 @@ def run_cli(args: argparse.Namespace) -> int:
         "results": results,
         "failures": [f"{r['path']} {r['size']} B: {r['detail']}" for r in failed],
         "load_average_after": list(os.getloadavg()),
+        "speed_probe_ns": {"min": min(probes), "max": max(probes)} if probes else None,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     info = doc["machine"]
@@ -1451,6 +1470,12 @@ def run_cli(args: argparse.Namespace) -> int:
         f"{info['cpus_usable']} CPUs ({info['cpu_model']}), {info['platform']},"
         f" {info['implementation']} {info['python']}",
     )
+    if probes and max(probes) > 1.3 * min(probes):
+        text += (
+            f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
+            f" {min(probes):.1f} to {max(probes):.1f} ns a turn): compare paths run by run"
+            " (--json has every run) or run again"
+        )
     if failed:
         text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
     save = getattr(args, "save", None)
