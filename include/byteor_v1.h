@@ -126,7 +126,7 @@
 #define BYTEOR_MAX_NAME_BYTES           48u
 
 /* CRC of every field name, offset and size below */
-#define BYTEOR_LAYOUT_ID                0xf735f832u
+#define BYTEOR_LAYOUT_ID                0x68e7f33du
 
 /* header_crc covers segment bytes [0, BYTEOR_HEADER_CRC_SPAN) */
 #define BYTEOR_HEADER_CRC_SPAN          64u

@@ -1,1 +1,88 @@
-"""IndexBus: bounded shared-memory lanes (being written)."""
+"""IndexBus: bounded shared-memory lanes.
+
+Four lane kinds over one ring design (see ``docs/lanes.md``):
+
+* ``events``  - bounded lossless queue, one producer, one consumer;
+* ``journal`` - append-only, retains the last ``capacity`` entries; durable named readers gate
+  the writer, tailing readers are told exactly what they lost; optionally file-backed;
+* ``slots``   - SequencedSlots: claim, write in place, publish; consumers chained by barriers;
+* ``fanout``  - every consumer sees every message; each consumer is critical (gates) or
+  best-effort (may be overrun, counts its loss).
+
+::
+
+    lane = byteor.lanes.create("orders", kind="events", capacity=4096, slot_bytes=256)
+    lane.sender().send(b"hello")
+    view = byteor.lanes.attach("orders").receiver().receive(timeout=1.0)
+"""
+
+from __future__ import annotations
+
+from byteor.lanes._errors import (
+    AttachError,
+    BadChecksum,
+    BadGeometry,
+    BadKind,
+    BadMagic,
+    BadVersion,
+    ConsumerError,
+    CorruptSlot,
+    CursorOutOfRange,
+    ForeignSegment,
+    LaneClosed,
+    LaneError,
+    LaneTimeout,
+    MessageTooLarge,
+    SegmentExists,
+    SegmentNotFound,
+    SegmentTruncated,
+    UnsupportedPlatform,
+    WouldBlock,
+)
+from byteor.lanes._lane import (
+    ConsumerStatistics,
+    Lane,
+    LaneStatistics,
+    attach,
+    create,
+    read_statistics,
+    unlink,
+)
+from byteor.lanes._ring import Consumer, Producer
+from byteor.lanes._wait import BUSY_WAIT, DEFAULT_WAIT, WaitStrategy
+
+__all__ = [
+    # lanes
+    "create",
+    "attach",
+    "unlink",
+    "Lane",
+    "Producer",
+    "Consumer",
+    "LaneStatistics",
+    "ConsumerStatistics",
+    "read_statistics",
+    "WaitStrategy",
+    "DEFAULT_WAIT",
+    "BUSY_WAIT",
+    # errors
+    "LaneError",
+    "AttachError",
+    "SegmentNotFound",
+    "SegmentExists",
+    "SegmentTruncated",
+    "BadMagic",
+    "BadVersion",
+    "BadKind",
+    "BadGeometry",
+    "BadChecksum",
+    "CursorOutOfRange",
+    "ForeignSegment",
+    "CorruptSlot",
+    "WouldBlock",
+    "LaneTimeout",
+    "MessageTooLarge",
+    "ConsumerError",
+    "LaneClosed",
+    "UnsupportedPlatform",
+]

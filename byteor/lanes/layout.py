@@ -142,7 +142,11 @@ FLAG_FILE_BACKED: Final = 1 << 0
 STATE_FREE: Final = 0
 STATE_GATING: Final = 1  # the producer never overwrites what this consumer has not released
 STATE_OVERRUN: Final = 2  # the producer may overrun it; it counts exactly what it lost
-STATE_NAMES: Final[dict[int, str]] = {STATE_FREE: "free", STATE_GATING: "gating", STATE_OVERRUN: "overrun"}
+STATE_NAMES: Final[dict[int, str]] = {
+    STATE_FREE: "free",
+    STATE_GATING: "gating",
+    STATE_OVERRUN: "overrun",
+}
 
 # Geometry limits. Capacity and slot size bound a segment to 16 Mi slots and 1 MiB per slot.
 MIN_CAPACITY: Final = 2
@@ -157,7 +161,7 @@ class SegmentHeader(ctypes.LittleEndianStructure):
     """The first 256 bytes of every segment."""
 
     _pack_ = 1
-    _fields_ = [  # noqa: RUF012 - ctypes reads _fields_ as a class attribute
+    _fields_ = [
         # line 0: identity and geometry (immutable, checksummed)
         ("magic", ctypes.c_char * 8),
         ("abi_version", ctypes.c_uint32),
@@ -185,7 +189,7 @@ class ProducerBlock(ctypes.LittleEndianStructure):
     """The producer's cursor line and the consumers' sleep bytes."""
 
     _pack_ = 1
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("cursor", ctypes.c_uint64),
         ("claimed", ctypes.c_uint64),
         ("full_waits", ctypes.c_uint64),
@@ -203,7 +207,7 @@ class ConsumerBlock(ctypes.LittleEndianStructure):
     """One consumer's cursor line and its registration line."""
 
     _pack_ = 1
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("cursor", ctypes.c_uint64),
         ("state", ctypes.c_uint32),
         ("pid", ctypes.c_uint32),
@@ -223,7 +227,7 @@ class SlotDescriptor(ctypes.LittleEndianStructure):
     """What slot ``i`` holds: payload length, flags and the sequence written into it."""
 
     _pack_ = 1
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("length", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
         ("seq", ctypes.c_uint64),
@@ -238,9 +242,12 @@ def _layout_fingerprint() -> int:
     """A CRC of every field name, offset and size: two builds agree only on the same layout."""
     parts: list[str] = []
     for struct in (SegmentHeader, ProducerBlock, ConsumerBlock, SlotDescriptor):
-        for field_name, _ in struct._fields_:
+        for field in struct._fields_:
+            field_name, field_type = field[0], field[1]
             desc = getattr(struct, field_name)
-            parts.append(f"{struct.__name__}.{field_name}@{desc.offset}:{desc.size}")
+            parts.append(
+                f"{struct.__name__}.{field_name}@{desc.offset}:{desc.size}:{field_type.__name__}"
+            )
     return zlib.crc32(";".join(parts).encode()) & 0xFFFFFFFF
 
 

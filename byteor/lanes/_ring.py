@@ -1,0 +1,748 @@
+"""The ring: one producer, any number of consumers, over a mapped segment.
+
+Theory of operation
+-------------------
+Every lane kind is the same ring. Sequence ``s`` lives in slot ``s & (capacity - 1)``: its
+descriptor (length, flags, seq) and its payload. The producer's cursor counts what it has
+published; each consumer's cursor counts what it has released. Both only grow.
+
+* The producer writes payload, then descriptor, then stores its cursor (publish). It may write
+  sequence ``s`` only when every *gating* consumer has released ``s - capacity``. It caches
+  ``limit = min(gating cursors) + capacity`` and looks at the consumers again only when it
+  reaches the limit, so the fast path reads no consumer line at all. With no gating consumer
+  it runs free, re-checking every ``capacity // 2`` messages for newcomers. The current limit
+  is published in the ``claimed`` word.
+* A gating consumer reads the slot in place (a zero-copy view) and releases it by storing its
+  cursor when it asks for the next one. It caches what is available the same way.
+* An *overrun* consumer never holds the producer back. It copies the slot, then re-reads the
+  producer cursor: if the producer may have started writing ``s + capacity`` the copy is
+  discarded and counted as lost. That is how it learns its exact loss count.
+* A consumer may wait on other consumers instead of the producer (``after``): that is the
+  ``SeqBarrier`` of SequencedSlots, and it is how stages of one ring run in order.
+
+Registration (joining, leaving) takes a lock (``flock`` on the segment) and bumps a
+registration epoch; the hot paths never take it. A consumer that joins behind the point
+the producer may already be writing towards reads by copying and checking, like an overrun
+consumer, until the producer has seen it (``epoch_seen``); then it switches to zero copy.
+
+See ``_platform`` for the memory-ordering assumptions and how sleeping works.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from byteor.kernel.barrier import SeqBarrier
+from byteor.lanes import layout as L
+from byteor.lanes._errors import (
+    ConsumerError,
+    CorruptSlot,
+    LaneClosed,
+    LaneTimeout,
+    MessageTooLarge,
+    WouldBlock,
+)
+from byteor.lanes._platform import futex_wait, futex_wake, pid_alive, process_start_time
+from byteor.lanes._segment import (
+    _C_CURSOR,
+    _C_EPOCH,
+    _C_LOST,
+    _C_WAITS,
+    _P_CLAIMED,
+    _P_CLOSED_PID,
+    _P_CONSUMER_SLEEPING,
+    _P_CURSOR,
+    _P_DROPS,
+    _P_EPOCH_SEEN,
+    _P_FULL_WAITS,
+    _P_SLEEPING,
+    _P_START_TIME,
+    Segment,
+)
+from byteor.lanes._wait import DEFAULT_WAIT, WaitStrategy
+
+__all__ = ["Producer", "Consumer", "BytesLike"]
+
+BytesLike = bytes | bytearray | memoryview
+
+_LEN_MASK: Final = 0xFFFFFFFF
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError("timeout must be >= 0 or None")
+    return time.monotonic() + timeout
+
+
+class Producer:
+    """The single writer of a lane. Obtain one with ``lane.sender()``."""
+
+    def __init__(self, seg: Segment, wait: WaitStrategy = DEFAULT_WAIT) -> None:
+        self._seg = seg
+        self._wait = wait
+        q = seg.q
+        p = seg.p
+        with seg.registration_lock():
+            closed_pid = q[p + _P_CLOSED_PID]
+            owner = closed_pid >> 32
+            if owner and owner != os.getpid() and pid_alive(owner, q[p + _P_START_TIME]):
+                raise ConsumerError(
+                    f"lane {seg.name!r} already has a live producer (pid {owner}): "
+                    "a lane has exactly one producer; merge several lanes for more"
+                )
+            q[p + _P_START_TIME] = process_start_time(os.getpid())
+            q[p + _P_CLOSED_PID] = os.getpid() << 32  # also reopens a closed lane
+        self._q = q
+        self._buf = seg.buf
+        self._mask = seg.mask
+        self._cap = seg.capacity
+        self._slot = seg.slot_bytes
+        self._pay = seg.payload_offset
+        self._desc = seg.desc_word
+        self._cur = p + _P_CURSOR
+        self._sleep_word = p + _P_CONSUMER_SLEEPING
+        self._extra_sleep_words = tuple(
+            p + _P_CONSUMER_SLEEPING + k for k in range(1, (seg.max_consumers + 7) // 8)
+        )
+        self._head: int = q[self._cur]
+        self._limit = 0
+        self._epoch = -1
+        self._gating: tuple[int, ...] = ()
+        self._closed = False
+        self._ndesc: npt.NDArray[np.uint64] | None = None
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The next sequence this producer will publish (= messages published so far)."""
+        return self._head
+
+    # -- gating ---------------------------------------------------------------------------
+
+    def _refresh(self) -> bool:
+        """Look at the consumers again; return whether the next sequence may be written."""
+        seg = self._seg
+        q = self._q
+        epoch = seg.epoch()
+        if epoch != self._epoch:
+            self._gating = tuple(
+                seg.c(i) + _C_CURSOR
+                for i in range(seg.max_consumers)
+                if seg.consumer_state(i) == L.STATE_GATING
+            )
+            self._epoch = epoch
+        h = self._head
+        if self._gating:
+            limit = min([q[w] for w in self._gating]) + self._cap
+        else:
+            limit = h + max(1, self._cap // 2)
+        self._limit = limit
+        q[seg.p + _P_CLAIMED] = limit
+        q[seg.p + _P_EPOCH_SEEN] = epoch
+        return h < limit
+
+    def _slowest_word(self) -> int:
+        q = self._q
+        return min(self._gating, key=lambda w: q[w]) if self._gating else self._cur
+
+    def _wait_room(self, need: int, deadline: float | None) -> bool:
+        """Wait until ``need`` more sequences may be written; False on timeout."""
+        target = self._head + need
+
+        def ready() -> bool:
+            return self._refresh() and target <= self._limit
+
+        if ready():
+            return True
+        q = self._q
+        q[self._seg.p + _P_FULL_WAITS] += 1
+        seg = self._seg
+        sleeping = seg.p + _P_SLEEPING
+
+        def sleep(slice_s: float) -> None:
+            word = self._slowest_word()
+            seen = q[word]
+            q[sleeping] = 1
+            try:
+                if not ready():
+                    futex_wait(seg.futex_address(word), seen, slice_s)
+            finally:
+                q[sleeping] = 0
+
+        return self._wait.wait(ready, sleep, deadline)
+
+    def _wake(self) -> None:
+        # Consumers sleep on the producer cursor; waking is only attempted when one says so.
+        futex_wake(self._seg.futex_address(self._cur))
+
+    def _sleepers(self) -> bool:
+        q = self._q
+        if q[self._sleep_word]:
+            return True
+        return any(q[w] for w in self._extra_sleep_words)
+
+    # -- per message ----------------------------------------------------------------------
+
+    def send(self, data: BytesLike, timeout: float | None = None) -> None:
+        """Publish one message, waiting for room (at most ``timeout`` seconds)."""
+        h = self._head
+        if h >= self._limit and not self._refresh():
+            if self._closed:
+                raise LaneClosed(f"lane {self._seg.name!r}: this sender is closed")
+            if not self._wait_room(1, _deadline(timeout)):
+                raise LaneTimeout(
+                    f"lane {self._seg.name!r} stayed full for {timeout} s: its slowest "
+                    "consumer is not keeping up (see `byteor snapshot`)"
+                )
+        n = len(data)
+        if n > self._slot:
+            raise MessageTooLarge(
+                f"message of {n} bytes does not fit lane {self._seg.name!r} "
+                f"(slot_bytes={self._slot})"
+            )
+        i = h & self._mask
+        off = self._pay + i * self._slot
+        self._buf[off : off + n] = data
+        q = self._q
+        d = self._desc + 2 * i
+        q[d] = n
+        q[d + 1] = h
+        h += 1
+        q[self._cur] = h
+        self._head = h
+        if (q[self._sleep_word] or self._extra_sleep_words) and self._sleepers():
+            self._wake()
+
+    def send_nowait(self, data: BytesLike) -> None:
+        """Publish one message or raise :class:`WouldBlock` if the lane is full."""
+        if self._head >= self._limit and not self._refresh():
+            self._q[self._seg.p + _P_DROPS] += 1
+            raise WouldBlock(f"lane {self._seg.name!r} is full")
+        self.send(data)
+
+    # -- batches --------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        room = self._limit - self._head
+        if room <= 0:
+            self._refresh()
+            room = self._limit - self._head
+        return room
+
+    def send_batch(
+        self,
+        items: Sequence[BytesLike] | npt.NDArray[Any],
+        timeout: float | None = None,
+    ) -> int:
+        """Publish every item (bytes-likes, or the records of a numpy array), waiting for room.
+
+        Publishes in chunks as room appears; returns the count. A numpy array's records are
+        copied with one vectorized copy per chunk and are read back with
+        ``receive_array``.
+        """
+        total = len(items)
+        deadline = _deadline(timeout)
+        done = 0
+        while done < total:
+            room = self._room()
+            if room <= 0:
+                if not self._wait_room(1, deadline):
+                    raise LaneTimeout(
+                        f"lane {self._seg.name!r} stayed full for {timeout} s after "
+                        f"{done} of {total} messages"
+                    )
+                continue
+            done += self._publish_chunk(items, done, min(room, total - done))
+        return total
+
+    def send_batch_nowait(self, items: Sequence[BytesLike] | npt.NDArray[Any]) -> int:
+        """Publish as many items as fit now and return how many (raise WouldBlock if none)."""
+        if not len(items):
+            return 0
+        room = self._room()
+        if room <= 0:
+            self._q[self._seg.p + _P_DROPS] += 1
+            raise WouldBlock(f"lane {self._seg.name!r} is full")
+        return self._publish_chunk(items, 0, min(room, len(items)))
+
+    def _publish_chunk(
+        self, items: Sequence[BytesLike] | npt.NDArray[Any], start: int, count: int
+    ) -> int:
+        h = self._head
+        if isinstance(items, np.ndarray):
+            # Never cross the end of the ring in one vectorized copy.
+            count = min(count, self._cap - (h & self._mask))
+            self._copy_array(items[start : start + count], h)
+        else:
+            buf = self._buf
+            q = self._q
+            slot = self._slot
+            mask = self._mask
+            pay = self._pay
+            desc = self._desc
+            for k in range(start, start + count):
+                data = items[k]
+                n = len(data)
+                if n > slot:
+                    self._publish_to(h)
+                    raise MessageTooLarge(
+                        f"message {k} of {n} bytes does not fit lane {self._seg.name!r} "
+                        f"(slot_bytes={slot})"
+                    )
+                i = h & mask
+                off = pay + i * slot
+                buf[off : off + n] = data
+                d = desc + 2 * i
+                q[d] = n
+                q[d + 1] = h
+                h += 1
+        self._publish_to(h + count if isinstance(items, np.ndarray) else h)
+        return count
+
+    def _copy_array(self, records: npt.NDArray[Any], h: int) -> None:
+        n = records.dtype.itemsize
+        if n > self._slot:
+            raise MessageTooLarge(
+                f"records of {n} bytes do not fit lane {self._seg.name!r} "
+                f"(slot_bytes={self._slot})"
+            )
+        count = len(records)
+        i = h & self._mask
+        dest: npt.NDArray[Any] = np.ndarray(
+            shape=(count,),
+            dtype=records.dtype,
+            buffer=self._buf,
+            offset=self._pay + i * self._slot,
+            strides=(self._slot,),
+        )
+        dest[...] = records
+        ndesc = self._ndesc
+        if ndesc is None:
+            ndesc = self._ndesc = np.ndarray(
+                shape=(self._cap, 2),
+                dtype=np.uint64,
+                buffer=self._buf,
+                offset=self._desc * 8,
+            )
+        ndesc[i : i + count, 0] = n
+        ndesc[i : i + count, 1] = np.arange(h, h + count, dtype=np.uint64)
+
+    def _publish_to(self, h: int) -> None:
+        self._q[self._cur] = h
+        self._head = h
+        if self._sleepers():
+            self._wake()
+
+    # -- claim / publish (SequencedSlots) -------------------------------------------------
+
+    def claim(self, timeout: float | None = None) -> tuple[int, memoryview]:
+        """Claim the next sequence; returns it and a writable view of its whole slot."""
+        h = self._head
+        if h >= self._limit and not self._refresh() and not self._wait_room(1, _deadline(timeout)):
+            raise LaneTimeout(f"lane {self._seg.name!r} stayed full for {timeout} s")
+        off = self._pay + (h & self._mask) * self._slot
+        return h, self._buf[off : off + self._slot]
+
+    def claim_batch(self, count: int, timeout: float | None = None) -> tuple[int, int]:
+        """Claim up to ``count`` consecutive sequences (at least one, never across the ring's
+        end); returns ``(first, n)``. Write each with :meth:`slot` and publish them together."""
+        if count < 1:
+            raise ValueError("claim_batch needs count >= 1")
+        if self._room() <= 0 and not self._wait_room(1, _deadline(timeout)):
+            raise LaneTimeout(f"lane {self._seg.name!r} stayed full for {timeout} s")
+        h = self._head
+        n = min(count, self._room(), self._cap - (h & self._mask))
+        return h, n
+
+    def slot(self, seq: int) -> memoryview:
+        """A writable view of the whole slot of a claimed sequence."""
+        off = self._pay + (seq & self._mask) * self._slot
+        return self._buf[off : off + self._slot]
+
+    def publish(self, seq: int, length: int) -> None:
+        """Publish the claimed ``seq`` holding ``length`` bytes (claims publish in order)."""
+        if seq != self._head:
+            raise ConsumerError(f"publish({seq}) out of order: the next to publish is {self._head}")
+        self.publish_batch(seq, (length,))
+
+    def publish_batch(self, first: int, lengths: Sequence[int]) -> None:
+        """Publish claimed sequences ``first .. first + len(lengths) - 1`` with their lengths."""
+        if first != self._head:
+            raise ConsumerError(
+                f"publish_batch({first}) out of order: the next to publish is {self._head}"
+            )
+        q = self._q
+        h = first
+        for n in lengths:
+            if not 0 <= n <= self._slot:
+                raise MessageTooLarge(f"length {n} exceeds slot_bytes={self._slot}")
+            d = self._desc + 2 * (h & self._mask)
+            q[d] = n
+            q[d + 1] = h
+            h += 1
+        self._publish_to(h)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Mark the lane finished: consumers get :class:`LaneClosed` once they have read it all."""
+        if self._closed or self._seg.closed:
+            return
+        self._closed = True
+        q = self._q
+        q[self._seg.p + _P_CLOSED_PID] = os.getpid() << 32 | 1
+        futex_wake(self._seg.futex_address(self._cur))
+        # Consumers waiting on another consumer (``after``) are woken by that consumer.
+
+
+class Consumer:
+    """One reader of a lane, with its own cursor. Obtain one with ``lane.receiver(...)``."""
+
+    def __init__(
+        self,
+        seg: Segment,
+        index: int,
+        *,
+        overrun: bool,
+        upstream: Sequence[int] = (),
+        safe: bool = True,
+        keep_line: bool = True,
+        publish_every: int = 1,
+        wait: WaitStrategy = DEFAULT_WAIT,
+    ) -> None:
+        if publish_every < 1:
+            raise ValueError("publish_every must be >= 1")
+        self._every = publish_every
+        self._seg = seg
+        self._index = index
+        self._wait = wait
+        self._keep_line = keep_line
+        q = seg.q
+        self._q = q
+        self._buf = seg.buf
+        self._mask = seg.mask
+        self._cap = seg.capacity
+        self._slot = seg.slot_bytes
+        self._pay = seg.payload_offset
+        self._desc = seg.desc_word
+        base = seg.c(index)
+        self._base = base
+        self._cur = base + _C_CURSOR
+        self._pcur = seg.p + _P_CURSOR
+        self._overrun = overrun
+        self._pos: int = q[self._cur]
+        self._epoch: int = q[base + _C_EPOCH]
+        # Barrier: the producer cursor, or the cursors of the upstream consumers.
+        words = tuple(seg.c(u) + _C_CURSOR for u in upstream) or (self._pcur,)
+        self._barrier = SeqBarrier(q, words)
+        self._bw = words[0] if len(words) == 1 else -1
+        self._validating = not safe
+        self._avail = self._pos if self._validating else 0
+        # Who might sleep on my cursor: the producer, and (slots) consumers after me.
+        self._wake_words: tuple[int, ...] = (seg.p + _P_SLEEPING,)
+        if seg.kind == L.KIND_SLOTS:
+            self._wake_words += tuple(
+                seg.p + _P_CONSUMER_SLEEPING + k for k in range((seg.max_consumers + 7) // 8)
+            )
+        self._ww0 = self._wake_words[0]
+        self._ww_more = len(self._wake_words) > 1
+        self._sleep_byte = seg.p * 8 + L.ProducerBlock.consumer_sleeping.offset + index
+        self._closed = False
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._seg.consumer_name(self._index)
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def position(self) -> int:
+        """The next sequence this consumer will read."""
+        return self._pos
+
+    @property
+    def lost(self) -> int:
+        """Messages this consumer lost to overrun (always 0 for gating consumers)."""
+        return int(self._q[self._base + _C_LOST])
+
+    # -- availability and waiting ---------------------------------------------------------
+
+    def _available(self) -> int:
+        bw = self._bw
+        return self._q[bw] if bw >= 0 else self._barrier.available()
+
+    def _closed_and_drained(self, t: int) -> bool:
+        q = self._q
+        return bool(q[self._seg.p + _P_CLOSED_PID] & 0xFFFFFFFF) and t >= q[self._pcur]
+
+    def _wait_for(self, t: int, deadline: float | None) -> bool:
+        """Wait until sequence ``t`` is available; False on timeout. Raises LaneClosed."""
+        q = self._q
+        seg = self._seg
+
+        def ready() -> bool:
+            if self._available() > t:
+                return True
+            if self._closed_and_drained(t):
+                raise LaneClosed(f"lane {seg.name!r} is closed and fully read")
+            return False
+
+        if ready():
+            return True
+        q[self._base + _C_WAITS] += 1
+        buf = self._buf
+        byte = self._sleep_byte
+
+        def sleep(slice_s: float) -> None:
+            word = self._bw if self._bw >= 0 else self._barrier.slowest_word()
+            seen = q[word]
+            buf[byte] = 1
+            try:
+                if not ready():
+                    futex_wait(seg.futex_address(word), seen, slice_s)
+            finally:
+                buf[byte] = 0
+
+        return self._wait.wait(ready, sleep, deadline)
+
+    def _release(self, t: int) -> None:
+        q = self._q
+        q[self._cur] = t
+        if q[self._ww0] or (self._ww_more and any(q[w] for w in self._wake_words)):
+            futex_wake(self._seg.futex_address(self._cur))
+
+    # -- per message ----------------------------------------------------------------------
+
+    def receive(self, timeout: float | None = None) -> memoryview | bytes:
+        """The next message: a zero-copy view valid until the next receive or ``release()``.
+
+        Receiving implicitly releases the previous message. Releases become visible to the
+        producer at least every ``publish_every`` messages, whenever this consumer waits,
+        and at once on :meth:`release` or :meth:`close`. Overrun (best-effort, tailing)
+        consumers get a checked copy instead of a view, since the producer does not wait
+        for them. Raises :class:`LaneTimeout` after ``timeout`` seconds and
+        :class:`LaneClosed` once the producer closed and everything was read.
+        """
+        t = self._pos
+        if t >= self._avail:
+            return self._receive_slow(t, timeout)
+        i = t & self._mask
+        n = self._q[self._desc + i + i] & _LEN_MASK
+        if n > self._slot:
+            raise self._corrupt(t, n)
+        off = self._pay + i * self._slot
+        self._pos = t + 1
+        return self._buf[off : off + n]
+
+    def receive_nowait(self) -> memoryview | bytes:
+        """Like :meth:`receive` but raise :class:`WouldBlock` instead of waiting."""
+        t = self._pos
+        if t >= self._avail and self._available() <= t:
+            if not self._overrun:
+                self._release(t)
+            if self._closed_and_drained(t):
+                raise LaneClosed(f"lane {self._seg.name!r} is closed and fully read")
+            raise WouldBlock(f"lane {self._seg.name!r} is empty")
+        return self.receive()
+
+    def _receive_slow(self, t: int, timeout: float | None) -> memoryview | bytes:
+        self._release(t)
+        a = self._available()
+        if a <= t:
+            if not self._wait_for(t, _deadline(timeout)):
+                raise LaneTimeout(
+                    f"nothing arrived on lane {self._seg.name!r} within {timeout} s"
+                )
+            a = self._available()
+        if self._overrun:
+            return self._receive_checked(t, a)
+        if self._validating:
+            if self._q[self._seg.p + _P_EPOCH_SEEN] >= self._epoch or not self._producer_alive():
+                self._validating = False
+            else:
+                return self._receive_checked(t, a)
+        # Up to ``publish_every`` messages are read without touching shared cursors.
+        self._avail = min(a, t + self._every)
+        i = t & self._mask
+        n = self._q[self._desc + 2 * i] & _LEN_MASK
+        if n > self._slot:
+            raise self._corrupt(t, n)
+        off = self._pay + i * self._slot
+        self._pos = t + 1
+        return self._buf[off : off + n]
+
+    def _producer_alive(self) -> bool:
+        q = self._q
+        p = self._seg.p
+        return pid_alive(q[p + _P_CLOSED_PID] >> 32, q[p + _P_START_TIME])
+
+    def _receive_checked(self, t: int, published: int) -> bytes:
+        """Copy sequence ``t`` (or the oldest one still intact) and prove it was not overrun.
+
+        The producer stores its limit (``claimed``) before writing any sequence below it, so
+        while ``claimed <= published`` it is not writing sequence ``published`` and the slot
+        of ``published - capacity`` is still intact.
+        """
+        q = self._q
+        cap = self._cap
+        claimed_word = self._seg.p + _P_CLAIMED
+        while True:
+            oldest = published - cap + (0 if q[claimed_word] <= published else 1)
+            if t < oldest:
+                q[self._base + _C_LOST] += oldest - t
+                t = oldest
+            i = t & self._mask
+            n = q[self._desc + 2 * i] & _LEN_MASK
+            off = self._pay + i * self._slot
+            data = bytes(self._buf[off : off + min(n, self._slot)])
+            published = q[self._pcur]
+            behind = published - t
+            if behind < cap or (behind == cap and q[claimed_word] <= published):
+                if n > self._slot:
+                    raise self._corrupt(t, n)
+                self._pos = t + 1
+                q[self._cur] = t + 1
+                return data
+            # The producer may have started rewriting this slot while we copied it.
+
+    def _corrupt(self, t: int, n: int) -> CorruptSlot:
+        return CorruptSlot(
+            f"lane {self._seg.name!r}: slot of sequence {t} claims {n} bytes but slots hold "
+            f"{self._slot}; the segment was written by something else: recreate the lane"
+        )
+
+    def release(self) -> None:
+        """Give back the slot of the last message received (its view becomes invalid)."""
+        if not self._overrun:
+            self._release(self._pos)
+
+    # -- batches --------------------------------------------------------------------------
+
+    def _batch_span(self, max_count: int, timeout: float | None) -> tuple[int, int]:
+        """Release what was held, wait for data; return (first, count) readable in place."""
+        t = self._pos
+        self._release(t)
+        a = self._available()
+        if a <= t:
+            if not self._wait_for(t, _deadline(timeout)):
+                raise LaneTimeout(
+                    f"nothing arrived on lane {self._seg.name!r} within {timeout} s"
+                )
+            a = self._available()
+        return t, min(a - t, max_count)
+
+    def receive_batch(
+        self, max_count: int, timeout: float | None = None
+    ) -> list[memoryview | bytes]:
+        """At least one and at most ``max_count`` messages, as views valid until the next
+        receive or ``release()`` (copies for overrun consumers)."""
+        if self._overrun or self._validating:
+            first = self.receive(timeout)
+            out: list[memoryview | bytes] = [first]
+            while len(out) < max_count:
+                try:
+                    out.append(self.receive_nowait())
+                except WouldBlock:
+                    break
+            return out
+        t, count = self._batch_span(max_count, timeout)
+        q = self._q
+        buf = self._buf
+        mask = self._mask
+        slot = self._slot
+        pay = self._pay
+        desc = self._desc
+        views: list[memoryview | bytes] = []
+        for s in range(t, t + count):
+            i = s & mask
+            n = q[desc + 2 * i] & _LEN_MASK
+            if n > slot:
+                raise self._corrupt(s, n)
+            off = pay + i * slot
+            views.append(buf[off : off + n])
+        self._pos = t + count
+        self._avail = self._pos  # the next receive publishes the release
+        return views
+
+    def receive_array(
+        self, dtype: npt.DTypeLike, max_count: int, timeout: float | None = None
+    ) -> npt.NDArray[Any]:
+        """Up to ``max_count`` records of ``dtype`` as one zero-copy numpy view (never across
+        the ring's end, so possibly fewer than available). Valid until the next receive."""
+        dt = np.dtype(dtype)
+        if dt.itemsize > self._slot:
+            raise MessageTooLarge(
+                f"records of {dt.itemsize} bytes cannot come from slots of {self._slot}"
+            )
+        if self._overrun or self._validating:
+            rows = self.receive_batch(max_count, timeout)
+            return np.frombuffer(b"".join(bytes(r)[: dt.itemsize] for r in rows), dtype=dt)
+        t, count = self._batch_span(max_count, timeout)
+        i = t & self._mask
+        count = min(count, self._cap - i)
+        self._pos = t + count
+        self._avail = self._pos
+        arr: npt.NDArray[Any] = np.ndarray(
+            shape=(count,),
+            dtype=dt,
+            buffer=self._buf,
+            offset=self._pay + i * self._slot,
+            strides=(self._slot,),
+        )
+        return arr
+
+    # -- slots: rewrite in place ------------------------------------------------------------
+
+    def rewrite(self, data: BytesLike) -> None:
+        """Replace the payload of the message last received, in place (SequencedSlots stages)."""
+        t = self._pos - 1
+        if t < 0 or self._overrun:
+            raise ConsumerError("rewrite() needs a message received in place by a gating consumer")
+        n = len(data)
+        if n > self._slot:
+            raise MessageTooLarge(f"{n} bytes exceed slot_bytes={self._slot}")
+        i = t & self._mask
+        off = self._pay + i * self._slot
+        self._buf[off : off + n] = data
+        self._q[self._desc + 2 * i] = n
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading. Named consumers keep their line (and position) for a restart;
+        anonymous ones free it so they stop holding the producer back."""
+        if self._closed or self._seg.closed:
+            return
+        self._closed = True
+        seg = self._seg
+        with seg.registration_lock():
+            if self._keep_line:
+                if not self._overrun:
+                    self._release(self._pos)
+                seg.release_consumer(self._index)
+            else:
+                seg.free_consumer(self._index)
+        futex_wake(seg.futex_address(self._cur))
+
+    def unsubscribe(self) -> None:
+        """Free this consumer's line for good: it no longer gates the producer."""
+        seg = self._seg
+        self._closed = True
+        with seg.registration_lock():
+            seg.free_consumer(self._index)
+        futex_wake(seg.futex_address(self._cur))
+
+
