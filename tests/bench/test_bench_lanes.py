@@ -214,3 +214,16 @@ def test_the_cli_prints_json_with_the_machine_and_the_command(
     assert by_path["peer/mp-pipe"]["median_rate"] > 0
     assert by_path["peer/mp-pipe-round-trip"]["p99_us"] > 0
     assert doc["failures"] == []
+
+
+def test_a_peer_that_does_not_import_is_missing_with_the_pip_hint() -> None:
+    absent = dataclasses.replace(
+        _path(bench.BASELINE), requires=("byteor_no_such_module",), hint="pip install it"
+    )
+    said: list[str] = []
+    (row,) = bench.run_benchmark([absent], sizes=(64,), repeat=1, progress=said.append)
+    assert (row.status, row.runs) == ("missing", [])
+    assert "byteor_no_such_module" in row.detail and row.detail.endswith("pip install it")
+    assert said and "missing" in said[0]
+    (doc,) = bench._summarise([row])
+    assert doc["status"] == "missing" and "median_rate" not in doc
