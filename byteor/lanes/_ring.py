@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from byteor.kernel.barrier import SeqBarrier
 from byteor.lanes import layout as L
+from byteor.lanes._aio import AsyncConsumerMixin, AsyncProducerMixin
 from byteor.lanes._errors import (
     ConsumerError,
     CorruptSlot,
@@ -82,7 +83,7 @@ def _deadline(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
-class Producer:
+class Producer(AsyncProducerMixin):
     """The single writer of a lane. Obtain one with ``lane.sender()``."""
 
     def __init__(self, seg: Segment, wait: WaitStrategy = DEFAULT_WAIT) -> None:
@@ -404,7 +405,7 @@ class Producer:
         # Consumers waiting on another consumer (``after``) are woken by that consumer.
 
 
-class Consumer:
+class Consumer(AsyncConsumerMixin):
     """One reader of a lane, with its own cursor. Obtain one with ``lane.receiver(...)``."""
 
     def __init__(
