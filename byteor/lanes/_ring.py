@@ -278,64 +278,74 @@ class Producer(AsyncProducerMixin):
     def _publish_chunk(
         self, items: Sequence[BytesLike] | npt.NDArray[Any], start: int, count: int
     ) -> int:
+        """Write and publish ``items[start:start + count]`` (trimmed at the ring's end)."""
         h = self._head
-        if isinstance(items, np.ndarray):
-            # Never cross the end of the ring in one vectorized copy.
-            count = min(count, self._cap - (h & self._mask))
-            self._copy_array(items[start : start + count], h)
+        i = h & self._mask
+        # One chunk never crosses the end of the ring, so every copy below is one slice.
+        count = min(count, self._cap - i)
+        chunk = items[start : start + count]
+        ndesc = self._descriptors()
+        if isinstance(chunk, np.ndarray):
+            self._copy_array(chunk, i)
+            ndesc[i : i + count, 0] = chunk.dtype.itemsize
         else:
-            buf = self._buf
-            q = self._q
-            slot = self._slot
-            mask = self._mask
-            pay = self._pay
-            desc = self._desc
-            for k in range(start, start + count):
-                data = items[k]
-                n = len(data)
-                if n > slot:
-                    self._publish_to(h)
-                    raise MessageTooLarge(
-                        f"message {k} of {n} bytes does not fit lane {self._seg.name!r} "
-                        f"(slot_bytes={slot})"
-                    )
-                i = h & mask
-                off = pay + i * slot
-                buf[off : off + n] = data
-                d = desc + 2 * i
-                q[d] = n
-                q[d + 1] = h
-                h += 1
-        self._publish_to(h + count if isinstance(items, np.ndarray) else h)
+            lengths = list(map(len, chunk))
+            longest = max(lengths)
+            if longest > self._slot:
+                k = lengths.index(longest)
+                raise MessageTooLarge(
+                    f"message {start + k} of {longest} bytes does not fit lane "
+                    f"{self._seg.name!r} (slot_bytes={self._slot}); the {start} before "
+                    "its chunk were sent"
+                )
+            off = self._pay + i * self._slot
+            if count >= 8 and min(lengths) == longest:
+                # Equal lengths: one join and one strided numpy copy instead of a loop.
+                dest: npt.NDArray[np.uint8] = np.ndarray(
+                    shape=(count, longest),
+                    dtype=np.uint8,
+                    buffer=self._buf,
+                    offset=off,
+                    strides=(self._slot, 1),
+                )
+                dest[...] = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(
+                    count, longest
+                )
+            else:
+                buf = self._buf
+                slot = self._slot
+                for data, n in zip(chunk, lengths, strict=True):
+                    buf[off : off + n] = data
+                    off += slot
+            ndesc[i : i + count, 0] = lengths
+        ndesc[i : i + count, 1] = np.arange(h, h + count, dtype=np.uint64)
+        self._publish_to(h + count)
         return count
 
-    def _copy_array(self, records: npt.NDArray[Any], h: int) -> None:
+    def _descriptors(self) -> npt.NDArray[np.uint64]:
+        """The descriptor table as a (capacity, 2) array of [length|flags, seq] words."""
+        ndesc = self._ndesc
+        if ndesc is None:
+            ndesc = self._ndesc = np.ndarray(
+                shape=(self._cap, 2), dtype=np.uint64, buffer=self._buf, offset=self._desc * 8
+            )
+        return ndesc
+
+    def _copy_array(self, records: npt.NDArray[Any], i: int) -> None:
         n = records.dtype.itemsize
         if n > self._slot:
             raise MessageTooLarge(
                 f"records of {n} bytes do not fit lane {self._seg.name!r} "
                 f"(slot_bytes={self._slot})"
             )
-        count = len(records)
-        i = h & self._mask
         dest: npt.NDArray[Any] = np.ndarray(
-            shape=(count,),
+            shape=(len(records),),
             dtype=records.dtype,
             buffer=self._buf,
             offset=self._pay + i * self._slot,
             strides=(self._slot,),
         )
         dest[...] = records
-        ndesc = self._ndesc
-        if ndesc is None:
-            ndesc = self._ndesc = np.ndarray(
-                shape=(self._cap, 2),
-                dtype=np.uint64,
-                buffer=self._buf,
-                offset=self._desc * 8,
-            )
-        ndesc[i : i + count, 0] = n
-        ndesc[i : i + count, 1] = np.arange(h, h + count, dtype=np.uint64)
 
     def _publish_to(self, h: int) -> None:
         self._q[self._cur] = h
@@ -457,6 +467,7 @@ class Consumer(AsyncConsumerMixin):
         self._ww0 = self._wake_words[0]
         self._ww_more = len(self._wake_words) > 1
         self._sleep_byte = seg.p * 8 + L.ProducerBlock.consumer_sleeping.offset + index
+        self._ndesc: npt.NDArray[np.uint64] | None = None
         self._closed = False
 
     # -- identity -------------------------------------------------------------------------
@@ -649,7 +660,8 @@ class Consumer(AsyncConsumerMixin):
         self, max_count: int, timeout: float | None = None
     ) -> list[memoryview | bytes]:
         """At least one and at most ``max_count`` messages, as views valid until the next
-        receive or ``release()`` (copies for overrun consumers)."""
+        receive or ``release()`` (copies for overrun consumers). A batch never crosses the
+        end of the ring, so it may hold fewer messages than are available."""
         if self._overrun or self._validating:
             first = self.receive(timeout)
             out: list[memoryview | bytes] = [first]
@@ -660,23 +672,30 @@ class Consumer(AsyncConsumerMixin):
                     break
             return out
         t, count = self._batch_span(max_count, timeout)
-        q = self._q
-        buf = self._buf
-        mask = self._mask
+        i = t & self._mask
+        count = min(count, self._cap - i)
+        lengths: list[int] = (self._descriptors()[i : i + count, 0] & _LEN_MASK).tolist()
         slot = self._slot
-        pay = self._pay
-        desc = self._desc
-        views: list[memoryview | bytes] = []
-        for s in range(t, t + count):
-            i = s & mask
-            n = q[desc + 2 * i] & _LEN_MASK
-            if n > slot:
-                raise self._corrupt(s, n)
-            off = pay + i * slot
-            views.append(buf[off : off + n])
+        if max(lengths) > slot:
+            k = max(range(count), key=lengths.__getitem__)
+            raise self._corrupt(t + k, lengths[k])
+        buf = self._buf
+        start = self._pay + i * slot
+        offsets = range(start, start + count * slot, slot)
         self._pos = t + count
         self._avail = self._pos  # the next receive publishes the release
-        return views
+        n = lengths[0]
+        if n == lengths[-1] and min(lengths) == n:
+            return [buf[o : o + n] for o in offsets]
+        return [buf[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
+
+    def _descriptors(self) -> npt.NDArray[np.uint64]:
+        ndesc = self._ndesc
+        if ndesc is None:
+            ndesc = self._ndesc = np.ndarray(
+                shape=(self._cap, 2), dtype=np.uint64, buffer=self._buf, offset=self._desc * 8
+            )
+        return ndesc
 
     def receive_array(
         self, dtype: npt.DTypeLike, max_count: int, timeout: float | None = None
