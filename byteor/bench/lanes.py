@@ -30,6 +30,11 @@ code 1); it never becomes a number.
 Each path runs ``repeat`` times (3 by default) in fresh processes, interleaved with the other
 paths so slow drift on the machine spreads over all of them. The table shows the best and the
 median run; ratios are median over median.
+
+Diagnostics (in ``--json``, per run): the producer's own rate; for our lanes, how often the
+producer found the lane full and the consumer found it empty (which side was the bottleneck);
+and a speed probe of the machine taken just before the run, since a shared VM can change speed
+by 2x for minutes at a time.
 """
 
 # ruff: noqa: PLC0415 - the peers and the lanes are optional here, imported where they are used,
@@ -1229,7 +1234,7 @@ def run_benchmark(
                 f"[{done:>3}/{total}] {row.path.name:<26} {_fmt_size(row.size):>6}"
                 f"  run {rep + 1}/{repeat}"
             )
-            host = {"probe_ns": _speed_probe_ns()}
+            probe = {"probe_ns": _speed_probe_ns()}
             try:
                 run = run_path(row.path, row.plan, timeout_s)
             except BenchFailure as exc:
@@ -1246,12 +1251,12 @@ def run_benchmark(
                         "first_receipt": result.first_receipt,
                         "producer_rate": run.sent.rate,
                         **result.info,
-                        **host,
+                        **probe,
                     }
                 )
                 progress(f"{label}  {_fmt_rate(result.rate)} {row.path.unit}/s")
             else:
-                stats: dict[str, Any] = {**_round_trip_stats(result.samples_ns), **host}
+                stats: dict[str, Any] = {**_round_trip_stats(result.samples_ns), **probe}
                 row.runs.append(stats)
                 progress(
                     f"{label}  median {stats['median_us']:.1f} us, p99 {stats['p99_us']:.1f} us"
