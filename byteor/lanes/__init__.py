@@ -50,6 +50,7 @@ from byteor.lanes._lane import (
 )
 from byteor.lanes._ring import Consumer, Producer
 from byteor.lanes._wait import BUSY_WAIT, DEFAULT_WAIT, WaitStrategy
+from byteor.lanes.router import Merge, Router
 
 __all__ = [
     # lanes
@@ -65,6 +66,8 @@ __all__ = [
     "WaitStrategy",
     "DEFAULT_WAIT",
     "BUSY_WAIT",
+    "Router",
+    "Merge",
     # errors
     "LaneError",
     "AttachError",
