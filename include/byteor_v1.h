@@ -85,6 +85,10 @@
  *     +--------+--------+----------------+
  *     | length | flags  | seq            |
  *     +--------+--------+----------------+
+ *
+ * The writer stores seq after the payload and length, so a reader that finds
+ * seq == s in slot s & (capacity - 1) may read message s without looking at the
+ * producer cursor. Slots never written hold SEQ_NEVER_WRITTEN.
  */
 #ifndef BYTEOR_V1_H
 #define BYTEOR_V1_H
@@ -124,6 +128,7 @@
 #define BYTEOR_MAX_SLOT_BYTES           1048576u
 #define BYTEOR_MAX_CONSUMERS            64u
 #define BYTEOR_MAX_NAME_BYTES           48u
+#define BYTEOR_SEQ_NEVER_WRITTEN        18446744073709551615ull
 
 /* CRC of every field name, offset and size below */
 #define BYTEOR_LAYOUT_ID                0x68e7f33du

@@ -213,7 +213,7 @@ class Lane:
         policy: Policy | None = None,
         start: Start | None = None,
         after: Sequence[str] = (),
-        publish_every: int = 1,
+        publish_every: int | None = None,
         wait: WaitStrategy = DEFAULT_WAIT,
     ) -> Consumer:
         """A consumer of this lane.
@@ -227,14 +227,17 @@ class Lane:
             start: where a new consumer begins: ``"earliest"`` retained, ``"latest"``, or a
                 sequence. Journals: durable readers default to earliest, tailing to latest.
             after: slots only: names of the consumers this one reads after (its SeqBarrier).
-            publish_every: how often releases reach the shared cursor. 1 (the default) makes
-                every release visible at once, so a restarted durable reader resumes exactly
-                after the last message it received. A larger value (e.g. 32) saves a shared
-                store per message; releases still become visible whenever the consumer waits
-                and on ``release()``, so nothing stalls across processes, but a producer in the
-                same thread may see the lane as full until then.
+            publish_every: how often this consumer's releases reach its shared cursor (what
+                the producer and ``statistics()`` see, and where a restarted durable consumer
+                resumes). Releases are always published when the consumer waits, on
+                ``release()`` and ``close()``, and when a producer in this process finds the
+                lane full, so nothing ever stalls on a held-back release. Default 32; durable
+                journal readers default to 1, so they resume exactly after the last message
+                they received.
         """
         kind = self._seg.kind
+        if publish_every is None:
+            publish_every = 1 if kind == L.KIND_JOURNAL and name is not None else 32
         if kind == L.KIND_EVENTS:
             rx = self._events_receiver(name, policy, start, after, publish_every, wait)
         else:

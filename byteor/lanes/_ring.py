@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -144,6 +145,8 @@ class Producer(AsyncProducerMixin):
         h = self._head
         if self._gating:
             limit = min([q[w] for w in self._gating]) + self._cap
+            if h >= limit and _publish_local_releases(seg.identity):
+                limit = min([q[w] for w in self._gating]) + self._cap
         else:
             limit = h + max(1, self._cap // 2)
         self._limit = limit
@@ -415,6 +418,21 @@ class Producer(AsyncProducerMixin):
         # Consumers waiting on another consumer (``after``) are woken by that consumer.
 
 
+# Consumers of this process by segment identity: a producer that finds its lane full asks them
+# to publish the releases they hold back (``publish_every``), so one thread can never wait on
+# a release that only it could publish.
+_local_consumers: dict[tuple[object, ...], weakref.WeakSet[Consumer]] = {}
+
+
+def _publish_local_releases(identity: tuple[object, ...]) -> bool:
+    consumers = _local_consumers.get(identity)
+    if not consumers:
+        return False
+    for c in list(consumers):
+        c._publish_held()
+    return True
+
+
 class Consumer(AsyncConsumerMixin):
     """One reader of a lane, with its own cursor. Obtain one with ``lane.receiver(...)``."""
 
@@ -427,7 +445,7 @@ class Consumer(AsyncConsumerMixin):
         upstream: Sequence[int] = (),
         safe: bool = True,
         keep_line: bool = True,
-        publish_every: int = 1,
+        publish_every: int = 32,
         wait: WaitStrategy = DEFAULT_WAIT,
     ) -> None:
         if publish_every < 1:
@@ -468,7 +486,10 @@ class Consumer(AsyncConsumerMixin):
         self._ww_more = len(self._wake_words) > 1
         self._sleep_byte = seg.p * 8 + L.ProducerBlock.consumer_sleeping.offset + index
         self._ndesc: npt.NDArray[np.uint64] | None = None
+        self._batch_from = -1  # first sequence of the views a batch receive handed out
         self._closed = False
+        if not overrun:
+            _local_consumers.setdefault(seg.identity, weakref.WeakSet()).add(self)
 
     # -- identity -------------------------------------------------------------------------
 
@@ -572,6 +593,7 @@ class Consumer(AsyncConsumerMixin):
 
     def _receive_slow(self, t: int, timeout: float | None) -> memoryview | bytes:
         self._release(t)
+        self._batch_from = -1
         a = self._available()
         if a <= t:
             if not self._wait_for(t, _deadline(timeout)):
@@ -600,6 +622,14 @@ class Consumer(AsyncConsumerMixin):
         q = self._q
         p = self._seg.p
         return pid_alive(q[p + _P_CLOSED_PID] >> 32, q[p + _P_START_TIME])
+
+    def _publish_held(self) -> None:
+        """Make visible every release made so far (only the views last handed out stay held)."""
+        if self._overrun or self._closed or self._seg.closed:
+            return
+        held = self._batch_from if self._batch_from >= 0 else self._pos - 1
+        if held > self._q[self._cur]:
+            self._release(held)
 
     def _receive_checked(self, t: int, published: int) -> bytes:
         """Copy sequence ``t`` (or the oldest one still intact) and prove it was not overrun.
@@ -682,6 +712,7 @@ class Consumer(AsyncConsumerMixin):
         buf = self._buf
         start = self._pay + i * slot
         offsets = range(start, start + count * slot, slot)
+        self._batch_from = t
         self._pos = t + count
         self._avail = self._pos  # the next receive publishes the release
         n = lengths[0]
@@ -713,6 +744,7 @@ class Consumer(AsyncConsumerMixin):
         t, count = self._batch_span(max_count, timeout)
         i = t & self._mask
         count = min(count, self._cap - i)
+        self._batch_from = t
         self._pos = t + count
         self._avail = self._pos
         arr: npt.NDArray[Any] = np.ndarray(

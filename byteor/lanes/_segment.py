@@ -25,7 +25,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
+
+import numpy as np
 
 from byteor.lanes import layout as L
 from byteor.lanes._errors import (
@@ -137,6 +139,13 @@ class Segment:
         self.payload_offset = geometry.payloads_offset
         self._thread_lock = threading.Lock()
         self.closed = False
+        # Which segment this is, whichever handle of this process maps it.
+        self.identity: tuple[object, ...]
+        if fd >= 0:
+            st = os.fstat(fd)
+            self.identity = ("file", st.st_dev, st.st_ino)
+        else:
+            self.identity = ("memory", name, id(mm))
 
     # -- word indexes -------------------------------------------------------------------
 
@@ -305,6 +314,15 @@ def _check_geometry(capacity: int, slot_bytes: int, max_consumers: int) -> None:
 
 
 def _init_header(mm: mmap.mmap, name: str, kind: int, geometry: L.Geometry, flags: int) -> None:
+    # Never-written slots hold an impossible sequence, so "seq == s" means "slot holds s".
+    descriptors: np.ndarray[Any, np.dtype[np.uint64]] = np.ndarray(
+        shape=(geometry.capacity, 2),
+        dtype=np.uint64,
+        buffer=mm,
+        offset=geometry.descriptors_offset,
+    )
+    descriptors[:, 1] = L.SEQ_NEVER_WRITTEN
+    del descriptors
     header = L.SegmentHeader()
     header.abi_version = L.ABI_VERSION
     header.kind = kind

@@ -79,6 +79,10 @@ A slot descriptor says what the slot holds::
     +--------+--------+----------------+
     | length | flags  | seq            |
     +--------+--------+----------------+
+
+The writer stores ``seq`` after the payload and ``length``, so a reader that finds
+``seq == s`` in slot ``s & (capacity - 1)`` may read message ``s`` without looking at the
+producer cursor. Slots never written hold ``SEQ_NEVER_WRITTEN``.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ __all__ = [
     "MAX_SLOT_BYTES",
     "MAX_CONSUMERS",
     "MAX_NAME_BYTES",
+    "SEQ_NEVER_WRITTEN",
     "SegmentHeader",
     "ProducerBlock",
     "ConsumerBlock",
@@ -155,6 +160,7 @@ MIN_SLOT_BYTES: Final = 8
 MAX_SLOT_BYTES: Final = 1 << 20
 MAX_CONSUMERS: Final = 64
 MAX_NAME_BYTES: Final = 48
+SEQ_NEVER_WRITTEN: Final = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class SegmentHeader(ctypes.LittleEndianStructure):
