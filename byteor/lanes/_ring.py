@@ -592,9 +592,23 @@ class Consumer(AsyncConsumerMixin):
         return self.receive()
 
     def _receive_slow(self, t: int, timeout: float | None) -> memoryview | bytes:
-        self._release(t)
+        # Publish the releases held back so far (everything before t), waking a waiter.
+        q = self._q
+        q[self._cur] = t
+        if q[self._ww0] or (self._ww_more and any(q[w] for w in self._wake_words)):
+            futex_wake(self._seg.futex_address(self._cur))
         self._batch_from = -1
-        a = self._available()
+        bw = self._bw
+        if bw >= 0:
+            a = q[bw]
+            if a <= t:
+                # A tight first spin on the one word we wait for, before the general wait.
+                for _ in range(self._wait.spins):
+                    a = q[bw]
+                    if a > t:
+                        break
+        else:
+            a = self._barrier.available()
         if a <= t:
             if not self._wait_for(t, _deadline(timeout)):
                 raise LaneTimeout(
@@ -604,14 +618,15 @@ class Consumer(AsyncConsumerMixin):
         if self._overrun:
             return self._receive_checked(t, a)
         if self._validating:
-            if self._q[self._seg.p + _P_EPOCH_SEEN] >= self._epoch or not self._producer_alive():
+            if q[self._seg.p + _P_EPOCH_SEEN] >= self._epoch or not self._producer_alive():
                 self._validating = False
             else:
                 return self._receive_checked(t, a)
         # Up to ``publish_every`` messages are read without touching shared cursors.
-        self._avail = min(a, t + self._every)
+        every = t + self._every
+        self._avail = a if a < every else every
         i = t & self._mask
-        n = self._q[self._desc + 2 * i] & _LEN_MASK
+        n = q[self._desc + i + i] & _LEN_MASK
         if n > self._slot:
             raise self._corrupt(t, n)
         off = self._pay + i * self._slot
