@@ -782,7 +782,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name="peer/mp-queue",
         kind="throughput",
-        what="multiprocessing.Queue(maxsize=65536), put(bytes)/get (pickled by its feeder thread)",
+        what="mp.Queue(maxsize=65536), put(bytes)/get; pickled by its feeder thread",
         setup=_mpq_setup,
         driver=_mpq_consumer,
         helper=_mpq_producer,
@@ -793,7 +793,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name="peer/mp-pipe",
         kind="throughput",
-        what="multiprocessing.Pipe(duplex=False), send_bytes/recv_bytes (no pickle)",
+        what="mp.Pipe(duplex=False), send_bytes/recv_bytes, no pickle",
         setup=_pipe_setup,
         driver=_pipe_consumer,
         helper=_pipe_producer,
@@ -804,7 +804,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name=BASELINE,
         kind="throughput",
-        what="pyzmq PUSH -> PULL over ipc://, default high-water mark, send/recv (copy=True)",
+        what="pyzmq PUSH -> PULL over ipc://, default HWM (1000), send/recv, copy=True",
         setup=_ipc_setup,
         driver=_zmq_consumer,
         helper=_zmq_producer,
@@ -817,7 +817,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name="peer/faster-fifo",
         kind="throughput",
-        what="faster_fifo.Queue, per-message put/get (not get_many/put_many), raw bytes, no pickle",
+        what="faster_fifo.Queue, one put/get per message (not get_many), raw bytes",
         setup=_ff_setup,
         driver=_ff_consumer,
         helper=_ff_producer,
@@ -844,7 +844,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name="ours/bytes-batch",
         kind="throughput",
-        what="events lane, send_batch(list of 1024 memoryviews) / receive_batch(1024)",
+        what="events lane, send_batch(1024 memoryviews) / receive_batch(1024)",
         setup=_one_lane_setup,
         driver=_ours_bytes_batch_consumer,
         helper=_ours_bytes_batch_producer,
@@ -859,7 +859,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name="ours/numpy-batch",
         kind="throughput",
-        what="events lane, send_batch(record array of 8192) / receive_array(dtype, 8192)",
+        what="events lane, send_batch(records[8192]) / receive_array(dtype, 8192)",
         setup=_one_lane_setup,
         driver=_ours_numpy_consumer,
         helper=_ours_numpy_producer,
@@ -904,7 +904,7 @@ PATHS: tuple[BenchPath, ...] = (
     BenchPath(
         name="peer/mp-pipe-round-trip",
         kind="round-trip",
-        what="multiprocessing.Pipe(duplex=True), send_bytes/recv_bytes",
+        what="mp.Pipe(duplex=True), send_bytes/recv_bytes",
         setup=_duplex_setup,
         driver=_pipe_pinger,
         helper=_pipe_ponger,
