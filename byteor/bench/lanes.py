@@ -1475,7 +1475,7 @@ def run_cli(args: argparse.Namespace) -> int:
         f"{info['cpus_usable']} CPUs ({info['cpu_model']}), {info['platform']},"
         f" {info['implementation']} {info['python']}",
     )
-    if probes and max(probes) > 1.3 * min(probes):
+    if probes and max(probes) > 1.5 * min(probes):
         text += (
             f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
             f" {min(probes):.1f} to {max(probes):.1f} ns a turn): compare paths run by run"
