@@ -109,7 +109,7 @@ SIZES: tuple[int, ...] = (64, 1024)
 SEQ = struct.Struct("<Q")  # every message starts with its sequence number
 LANE_CAPACITY = 65536  # our lanes, and the bounded peers sized to match
 POOL = 16  # per-message paths rotate through this many pre-built buffers (a power of two)
-QUICK_DIVISOR = 10  # --quick moves a tenth of the messages
+QUICK_DIVISOR = 20  # --quick moves a twentieth of the messages
 EXTRA_WAIT_S = 0.05  # after the last message, how long the consumer waits for one too many
 READY_TIMEOUT_S = 30.0
 HOLD_TIMEOUT_S = 5.0
@@ -773,7 +773,7 @@ def _ours_ponger(made: _Lanes, plan: Plan, gate: Gate) -> Sent:
 
 # ---------------------------------------------------------------------------------------------
 # The table of paths. Counts are chosen so that a full run takes about 60-90 s on a 2-core
-# machine and --quick (a tenth) under 15 s; each run is one count.
+# machine and --quick (a twentieth) under 15 s; each run is one count.
 
 _LANES_REQ = ("byteor.lanes",)
 _LANES_HINT = "byteor.lanes does not import"

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     add_json_flag(lanes)
-    lanes.add_argument("--quick", action="store_true", help="a tenth of the messages (< 15 s)")
+    lanes.add_argument("--quick", action="store_true", help="a twentieth of the messages (< 15 s)")
     lanes.add_argument(
         "--only",
         action="append",
