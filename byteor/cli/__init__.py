@@ -27,6 +27,8 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES: tuple[str, ...] = (
     "byteor.cli._bench",
     "byteor.cli._doctor",
+    "byteor.cli._spec",
+    "byteor.cli._graph",
 )
 
 
