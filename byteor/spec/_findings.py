@@ -30,7 +30,6 @@ CODES: Final[dict[str, tuple[Severity, str]]] = {
     "SP201": ("error", "unknown key"),
     "SP202": ("error", "missing required key"),
     "SP203": ("error", "value has the wrong type"),
-    "SP204": ("error", "value out of range"),
     "SP205": ("error", "value is not one of the allowed words"),
     "SP206": ("error", "unsupported spec version"),
     "SP207": ("error", "invalid name"),
