@@ -3,8 +3,9 @@
 Theory of operation: a lane connects one producer (a source's ``out`` or a stage's
 ``out``) to its consumers (the ``in`` of stages and sinks). The checks build that table
 once and then walk it; every finding names the key to change and says how. When a
-spec came from text, ``lines`` maps keys to lines, and ``skip`` lists keys that already
-carry a finding (or are missing) so that one mistake is reported once.
+spec came from text, ``lines`` maps keys to lines, and ``skip`` lists keys whose value
+already carries a finding (or is missing): their value is not checked again, so one mistake
+is reported once.
 """
 
 from __future__ import annotations
@@ -109,13 +110,13 @@ class _Checker:
         line = self.lines.get(key)
         if line is not None:
             return line
-        prefix = key.rsplit(".", 1)[0] + "."
-        found = [v for k, v in self.lines.items() if k.startswith(prefix)]
-        return min(found) if found else None
+        for prefix in (key + ".", key.rsplit(".", 1)[0] + "."):
+            found = [v for k, v in self.lines.items() if k.startswith(prefix)]
+            if found:
+                return min(found)
+        return None
 
     def add(self, code: str, key: str, message: str, suggestion: str | None = None) -> None:
-        if key in self.skip:
-            return
         self.out.append(make(code, key, self.line(key), message, suggestion))
 
     def ok(self, key: str) -> bool:
@@ -162,7 +163,7 @@ class _Checker:
         self.lane_rules()
         self.after_rules()
         self.cycles()
-        if self.spec.target == "single_ring":
+        if self.spec.target == "single_ring" and self.ok("pipeline.target"):
             self.single_ring()
         return self.out
 
@@ -175,8 +176,10 @@ class _Checker:
                 f"spec version {s.version} is not supported: this byteor reads version "
                 f"{SPEC_VERSION}; set `byteor.spec = {SPEC_VERSION}` or upgrade byteor",
             )
-        self.name("pipeline", s.name, "pipeline.name")
-        self.enum("pipeline.target", s.target, TARGETS)
+        if self.ok("pipeline.name"):
+            self.name("pipeline", s.name, "pipeline.name")
+        if self.ok("pipeline.target"):
+            self.enum("pipeline.target", s.target, TARGETS)
         if not s.sources:
             self.add(
                 "SP319",
@@ -187,7 +190,7 @@ class _Checker:
     def lanes(self) -> None:
         for lane in self.spec.lanes.values():
             p = f"lane.{lane.name}"
-            self.name("lane", lane.name, f"{p}.kind")
+            self.name("lane", lane.name, p)
             kind_ok = self.ok(f"{p}.kind") and self.enum(f"{p}.kind", lane.kind, LANE_KINDS)
             if self.ok(f"{p}.capacity") and not capacity_ok(lane.capacity):
                 self.add(
@@ -239,7 +242,7 @@ class _Checker:
                 owners.setdefault(name, kind)
         for st in s.stages.values():
             p = f"stage.{st.name}"
-            self.name("stage", st.name, f"{p}.op")
+            self.name("stage", st.name, p)
             if self.ok(f"{p}.op"):
                 if not op_syntax_ok(st.op):
                     self.add(
@@ -264,13 +267,13 @@ class _Checker:
             self.merge(p, st.merge, len(st.inputs))
         for src in s.sources.values():
             p = f"source.{src.name}"
-            self.name("source", src.name, f"{p}.adapter")
+            self.name("source", src.name, p)
             self.adapter(p, src.adapter, "source")
             if self.ok(f"{p}.out"):
                 self.name("lane", src.output, f"{p}.out")
         for sk in s.sinks.values():
             p = f"sink.{sk.name}"
-            self.name("sink", sk.name, f"{p}.adapter")
+            self.name("sink", sk.name, p)
             self.adapter(p, sk.adapter, "sink")
             self.names_list(f"{p}.in", sk.inputs, "lane")
             self.names_list(f"{p}.after", sk.after, "stage")
