@@ -10,8 +10,11 @@ An async call never waits on the event loop's thread. It goes through three step
 2. a few cooperative retries, each after ``await anyio.sleep(0)``: a peer task on the same loop
    (or a fast peer process) usually answers within a loop iteration, and no thread is involved;
 3. sleeping in a worker thread (``anyio.to_thread.run_sync(..., abandon_on_cancel=True)``)
-   on the lane's futex, in slices of at most ``_SLICE`` seconds, retrying the non-blocking call
-   on the loop's thread after each slice.
+   on the lane's futex, in slices of at most ``_SLICE`` seconds (the worker re-checks between
+   slices, so a missed wake costs at most one slice, as in the blocking calls), and returning
+   to the loop's thread to retry the non-blocking call when woken, or after ``_CALL`` seconds
+   at most. A thread handoff costs far more than a futex timeout (~0.6 ms against ~0.1 ms of
+   CPU on a small VM), so an idle async receiver pays about what a blocking one does.
 
 The worker thread only *waits*: it raises the sleep flag, re-checks, sleeps on the futex and
 lowers the flag, exactly as a blocking ``receive``/``send`` does when it sleeps (see
@@ -19,16 +22,18 @@ lowers the flag, exactly as a blocking ``receive``/``send`` does when it sleeps 
 publishing, refreshing the producer's limit) happens on the loop's thread in a synchronous
 call with no ``await`` inside. So a cancellation, which can only land on an ``await``, leaves
 the endpoint exactly as it was: no message is taken and lost, none is skipped. A cancelled
-slice's thread is abandoned and told to stop (a flag, then a futex wake), so it ends in
-microseconds instead of lingering for the rest of its slice.
+wait's thread is abandoned and told to stop (a flag, then a futex wake), so it ends in
+microseconds (at most one slice, if the kick races with its going to sleep) instead of
+lingering for the rest of its call.
 
-The worker does not call ``Consumer._wait_for``/``Producer._wait_room``: those spin and yield
-before sleeping (paid again on every slice, ~5% of a core at 50 ms slices), and the producer's
-one refreshes its limit, a store (``claimed``) that an abandoned thread could make after the
-loop's thread had moved on, which would void the overrun consumers' intact-slot proof.
+The worker does not call ``Consumer._wait_for``/``Producer._wait_room``: those cannot be told
+to stop (an abandoned one would sleep on until its deadline), they spin and yield before
+sleeping on every call (at 50 ms calls, ~5% of a core), and the producer's one refreshes its
+limit, a store (``claimed``) that an abandoned thread could make after the loop's thread had
+moved on, which would void the overrun consumers' intact-slot proof.
 
 Waits are counted once per call that had to sleep (``waits``, ``full_waits``), as for the
-blocking calls, not once per slice.
+blocking calls, not once per worker call.
 """
 
 from __future__ import annotations
@@ -53,9 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncProducerMixin", "AsyncConsumerMixin"]
 
-# The longest single sleep of a worker thread. It bounds how late a missed wake is noticed
-# and how long a worker outlives a cancellation that raced with its going to sleep.
+# The longest single futex sleep of a worker thread. It bounds how late a missed wake is
+# noticed and how long a worker outlives a cancellation that raced with its going to sleep.
 _SLICE: Final = 0.05
+# The longest worker call before the loop's thread looks again (and returns a thread to the
+# pool) when nothing happens.
+_CALL: Final = 1.0
 # ``await anyio.sleep(0)`` retries before a worker thread is involved.
 _COOPERATIVE_RETRIES: Final = 3
 
@@ -115,7 +123,7 @@ class _ProducerCore(Protocol):
 
 
 class _Kick:
-    """Tells one worker slice to stop: a flag it checks, and the futex word it sleeps on."""
+    """Tells one worker wait to stop: a flag it checks, and the futex word it sleeps on."""
 
     __slots__ = ("stop", "address")
 
@@ -137,61 +145,76 @@ def _deadline(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
-def _next_slice(deadline: float | None) -> float:
-    """The next sleep, or 0.0 when the deadline has passed."""
+def _next_call(deadline: float | None) -> float:
+    """How long the next worker call may wait, or 0.0 when the deadline has passed."""
     if deadline is None:
-        return _SLICE
-    return max(0.0, min(_SLICE, deadline - time.monotonic()))
+        return _CALL
+    return max(0.0, min(_CALL, deadline - time.monotonic()))
 
 
-async def _sleep_in_thread(slice_fn: Any, *args: Any) -> None:
-    """Run one worker slice; on cancellation abandon it and make it stop at once."""
+async def _wait_in_thread(wait_fn: Any, *args: Any) -> None:
+    """Run one worker wait; on cancellation abandon it and make it stop at once."""
     kick = _Kick()
     try:
-        await anyio.to_thread.run_sync(slice_fn, *args, kick, abandon_on_cancel=True)
+        await anyio.to_thread.run_sync(wait_fn, *args, kick, abandon_on_cancel=True)
     except BaseException:
         kick()
         raise
 
 
-# -- worker-thread slices: wait only, change nothing ------------------------------------------
+# -- worker-thread waits: wait only, change nothing ------------------------------------------
 
 
-def _consumer_slice(rx: _ConsumerCore, t: int, slice_s: float, kick: _Kick) -> None:
-    """Sleep until sequence ``t`` may be readable, the lane closes, a kick, or ``slice_s``."""
+def _consumer_wait(rx: _ConsumerCore, t: int, budget: float, kick: _Kick) -> None:
+    """Sleep until sequence ``t`` may be readable, the lane closes, a kick, or ``budget``
+    seconds have passed, in futex slices of at most ``_SLICE``."""
     q = rx._q
     buf = rx._buf
-    word = rx._bw if rx._bw >= 0 else rx._barrier.slowest_word()
-    address = rx._seg.futex_address(word)
-    kick.address = address
-    seen = q[word]
     byte = rx._sleep_byte
-    buf[byte] = 1
-    try:
-        if not kick.stop and rx._available() <= t and not rx._closed_and_drained(t):
-            futex_wait(address, seen, slice_s)
-    finally:
-        buf[byte] = 0
+    end = time.monotonic() + budget
+    while not kick.stop:
+        word = rx._bw if rx._bw >= 0 else rx._barrier.slowest_word()
+        address = rx._seg.futex_address(word)
+        kick.address = address
+        seen = q[word]
+        buf[byte] = 1
+        try:
+            if kick.stop or rx._available() > t or rx._closed_and_drained(t):
+                return
+            remaining = end - time.monotonic()
+            if remaining <= 0.0:
+                return
+            futex_wait(address, seen, min(_SLICE, remaining))
+        finally:
+            buf[byte] = 0
 
 
-def _producer_slice(tx: _ProducerCore, target: int, slice_s: float, kick: _Kick) -> None:
-    """Sleep until every gating consumer lets sequence ``target - 1`` be written, a kick,
-    or ``slice_s``. The gating set may be stale; the loop's thread refreshes it after."""
-    gating = tx._gating
-    if not gating:
-        return
+def _producer_wait(tx: _ProducerCore, target: int, budget: float, kick: _Kick) -> None:
+    """Sleep until every gating consumer lets sequence ``target - 1`` be written, a kick, or
+    ``budget`` seconds have passed, in futex slices of at most ``_SLICE``. The gating set may
+    be stale (a consumer joined or left): the loop's thread refreshes it after each call, and
+    a leaving consumer wakes its cursor's sleepers."""
     q = tx._q
-    word = min(gating, key=q.__getitem__)
-    address = tx._seg.futex_address(word)
-    kick.address = address
-    seen = q[word]
     sleeping = tx._seg.p + _P_SLEEPING
-    q[sleeping] = 1
-    try:
-        if not kick.stop and min([q[w] for w in gating]) + tx._cap < target:
-            futex_wait(address, seen, slice_s)
-    finally:
-        q[sleeping] = 0
+    end = time.monotonic() + budget
+    while not kick.stop:
+        gating = tx._gating
+        if not gating:
+            return
+        word = min(gating, key=q.__getitem__)
+        address = tx._seg.futex_address(word)
+        kick.address = address
+        seen = q[word]
+        q[sleeping] = 1
+        try:
+            if kick.stop or min([q[w] for w in gating]) + tx._cap >= target:
+                return
+            remaining = end - time.monotonic()
+            if remaining <= 0.0:
+                return
+            futex_wait(address, seen, min(_SLICE, remaining))
+        finally:
+            q[sleeping] = 0
 
 
 # -- the mixins -------------------------------------------------------------------------------
@@ -227,13 +250,13 @@ class AsyncProducerMixin:
             raise LaneClosed(f"lane {self._seg.name!r}: this sender is closed")
         self._q[self._seg.p + _P_FULL_WAITS] += 1
         while True:
-            slice_s = _next_slice(deadline)
-            if slice_s <= 0.0:
+            budget = _next_call(deadline)
+            if budget <= 0.0:
                 raise LaneTimeout(
                     f"lane {self._seg.name!r} stayed full for {timeout} s: its slowest "
                     "consumer is not keeping up (see `byteor snapshot`)"
                 )
-            await _sleep_in_thread(_producer_slice, self, self._head + 1, slice_s)
+            await _wait_in_thread(_producer_wait, self, self._head + 1, budget)
             if self._room() > 0:
                 self.send(data)
                 return
@@ -269,13 +292,13 @@ class AsyncProducerMixin:
             if not counted:
                 self._q[self._seg.p + _P_FULL_WAITS] += 1
                 counted = True
-            slice_s = _next_slice(deadline)
-            if slice_s <= 0.0:
+            budget = _next_call(deadline)
+            if budget <= 0.0:
                 raise LaneTimeout(
                     f"lane {self._seg.name!r} stayed full for {timeout} s after "
                     f"{done} of {total} messages"
                 )
-            await _sleep_in_thread(_producer_slice, self, self._head + 1, slice_s)
+            await _wait_in_thread(_producer_wait, self, self._head + 1, budget)
         return total
 
 
@@ -307,10 +330,10 @@ class AsyncConsumerMixin:
                 pass
         self._q[self._base + _C_WAITS] += 1
         while True:
-            slice_s = _next_slice(deadline)
-            if slice_s <= 0.0:
+            budget = _next_call(deadline)
+            if budget <= 0.0:
                 raise LaneTimeout(f"nothing arrived on lane {self._seg.name!r} within {timeout} s")
-            await _sleep_in_thread(_consumer_slice, self, self._pos, slice_s)
+            await _wait_in_thread(_consumer_wait, self, self._pos, budget)
             try:
                 return self.receive_nowait()
             except WouldBlock:
@@ -335,10 +358,10 @@ class AsyncConsumerMixin:
                 return batch
         self._q[self._base + _C_WAITS] += 1
         while True:
-            slice_s = _next_slice(deadline)
-            if slice_s <= 0.0:
+            budget = _next_call(deadline)
+            if budget <= 0.0:
                 raise LaneTimeout(f"nothing arrived on lane {self._seg.name!r} within {timeout} s")
-            await _sleep_in_thread(_consumer_slice, self, self._pos, slice_s)
+            await _wait_in_thread(_consumer_wait, self, self._pos, budget)
             batch = _try_batch(self, max_count)
             if batch is not None:
                 return batch
