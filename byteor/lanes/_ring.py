@@ -130,8 +130,12 @@ class Producer(AsyncProducerMixin):
 
     # -- gating ---------------------------------------------------------------------------
 
-    def _refresh(self) -> bool:
-        """Look at the consumers again; return whether the next sequence may be written."""
+    def _refresh(self, need: int = 1) -> bool:
+        """Look at the consumers again; return whether the next sequence may be written.
+
+        When fewer than ``need`` sequences may be written, consumers of this process are
+        asked to publish the releases they hold back first.
+        """
         seg = self._seg
         q = self._q
         epoch = seg.epoch()
@@ -145,7 +149,7 @@ class Producer(AsyncProducerMixin):
         h = self._head
         if self._gating:
             limit = min([q[w] for w in self._gating]) + self._cap
-            if h >= limit and _publish_local_releases(seg.identity):
+            if h + need > limit and _publish_local_releases(seg.identity):
                 limit = min([q[w] for w in self._gating]) + self._cap
         else:
             limit = h + max(1, self._cap // 2)
@@ -235,10 +239,11 @@ class Producer(AsyncProducerMixin):
 
     # -- batches --------------------------------------------------------------------------
 
-    def _room(self) -> int:
+    def _room(self, want: int = 1) -> int:
+        """How many sequences may be written now, looking again if fewer than ``want``."""
         room = self._limit - self._head
-        if room <= 0:
-            self._refresh()
+        if room < want:
+            self._refresh(want)
             room = self._limit - self._head
         return room
 
@@ -257,7 +262,7 @@ class Producer(AsyncProducerMixin):
         deadline = _deadline(timeout)
         done = 0
         while done < total:
-            room = self._room()
+            room = self._room(min(total - done, self._cap - (self._head & self._mask)))
             if room <= 0:
                 if not self._wait_room(1, deadline):
                     raise LaneTimeout(
@@ -272,7 +277,7 @@ class Producer(AsyncProducerMixin):
         """Publish as many items as fit now and return how many (raise WouldBlock if none)."""
         if not len(items):
             return 0
-        room = self._room()
+        room = self._room(min(len(items), self._cap - (self._head & self._mask)))
         if room <= 0:
             self._q[self._seg.p + _P_DROPS] += 1
             raise WouldBlock(f"lane {self._seg.name!r} is full")
@@ -374,7 +379,7 @@ class Producer(AsyncProducerMixin):
         if self._room() <= 0 and not self._wait_room(1, _deadline(timeout)):
             raise LaneTimeout(f"lane {self._seg.name!r} stayed full for {timeout} s")
         h = self._head
-        n = min(count, self._room(), self._cap - (h & self._mask))
+        n = min(count, self._room(count), self._cap - (h & self._mask))
         return h, n
 
     def slot(self, seq: int) -> memoryview:
@@ -573,7 +578,9 @@ class Consumer(AsyncConsumerMixin):
         if t >= self._avail:
             return self._receive_slow(t, timeout)
         i = t & self._mask
-        n = self._q[self._desc + i + i] & _LEN_MASK
+        # The word holds length | flags << 32; flags are 0 for every message we write, so one
+        # comparison both bounds the length and spots flags we do not know.
+        n = self._q[self._desc + i + i]
         if n > self._slot:
             raise self._corrupt(t, n)
         off = self._pay + i * self._slot
@@ -626,7 +633,7 @@ class Consumer(AsyncConsumerMixin):
         every = t + self._every
         self._avail = a if a < every else every
         i = t & self._mask
-        n = q[self._desc + i + i] & _LEN_MASK
+        n = q[self._desc + i + i]
         if n > self._slot:
             raise self._corrupt(t, n)
         off = self._pay + i * self._slot
@@ -676,6 +683,11 @@ class Consumer(AsyncConsumerMixin):
             # The producer may have started rewriting this slot while we copied it.
 
     def _corrupt(self, t: int, n: int) -> CorruptSlot:
+        if n >> 32:
+            return CorruptSlot(
+                f"lane {self._seg.name!r}: slot of sequence {t} carries flags {n >> 32:#x} "
+                "that this version does not know; the segment was written by something else"
+            )
         return CorruptSlot(
             f"lane {self._seg.name!r}: slot of sequence {t} claims {n} bytes but slots hold "
             f"{self._slot}; the segment was written by something else: recreate the lane"
@@ -731,7 +743,7 @@ class Consumer(AsyncConsumerMixin):
         self._pos = t + count
         self._avail = self._pos  # the next receive publishes the release
         n = lengths[0]
-        if n == lengths[-1] and min(lengths) == n:
+        if min(lengths) == n == max(lengths):
             return [buf[o : o + n] for o in offsets]
         return [buf[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
 
