@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from byteor.lower._describe import describe_spec, render_description
+from byteor.lower._describe import MAX_PATHS, describe_spec, hops, render_description
 from byteor.lower._dot import to_dot
 from byteor.lower._errors import LowerError
 from byteor.lower._lower import RING_LANE, LowerOptions, TargetChoice, lower_v2, ring_compatible
@@ -22,6 +22,8 @@ __all__ = [
     "RING_LANE",
     "LowerError",
     "describe_spec",
+    "hops",
+    "MAX_PATHS",
     "render_description",
     "to_dot",
 ]

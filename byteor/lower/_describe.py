@@ -70,6 +70,7 @@ def describe_spec(spec: PipelineSpecV1) -> dict[str, Any]:
             }
         )
 
+    paths = _paths(spec)
     return {
         "pipeline": spec.name,
         "target": spec.target,
@@ -78,7 +79,8 @@ def describe_spec(spec: PipelineSpecV1) -> dict[str, Any]:
         "lanes": lanes,
         "total_shm_bytes": total,
         "barriers": _barriers(spec),
-        "paths": _paths(spec),
+        "paths": paths,
+        "paths_truncated": len(paths) >= MAX_PATHS,
     }
 
 
@@ -89,12 +91,13 @@ def _n(x: Any) -> str:
 def _barriers(spec: PipelineSpecV1) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     uses = lane_uses(spec)
+    by_lane = _lane_readers(spec)
     for name, lane in sorted(spec.lanes.items()):
         use = uses[name]
         if not use.producers:
             continue
         role, producer, _ = use.producers[0]
-        readers = _slot_readers(spec, name)
+        readers = by_lane.get(name, [])
         followed = {other for _, _, after in readers for other in after}
         gating = [
             f"{r} {n}"
@@ -122,10 +125,21 @@ def _barriers(spec: PipelineSpecV1) -> list[dict[str, Any]]:
     return out
 
 
-def _slot_readers(spec: PipelineSpecV1, lane: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    out = [("stage", s.name, s.after) for s in spec.stages.values() if lane in s.inputs]
-    out += [("sink", s.name, s.after) for s in spec.sinks.values() if lane in s.inputs]
-    return sorted(out)
+Reader = tuple[str, str, tuple[str, ...]]
+
+
+def _lane_readers(spec: PipelineSpecV1) -> dict[str, list[Reader]]:
+    """Lane -> ``(role, name, after)`` of every stage and sink reading it, sorted."""
+    out: dict[str, list[Reader]] = {}
+    for st in spec.stages.values():
+        for lane in st.inputs:
+            out.setdefault(lane, []).append(("stage", st.name, st.after))
+    for sk in spec.sinks.values():
+        for lane in sk.inputs:
+            out.setdefault(lane, []).append(("sink", sk.name, sk.after))
+    for readers in out.values():
+        readers.sort()
+    return out
 
 
 def hops(spec: PipelineSpecV1) -> list[tuple[str, str, str]]:
@@ -135,10 +149,11 @@ def hops(spec: PipelineSpecV1) -> list[tuple[str, str, str]]:
     (they pass it the slot), not from the producer.
     """
     out: set[tuple[str, str, str]] = set()
+    by_lane = _lane_readers(spec)
     for lane, use in lane_uses(spec).items():
         is_slots = lane in spec.lanes and spec.lanes[lane].kind == "slots"
         for prole, producer, _ in use.producers:
-            for word, node, after in _slot_readers(spec, lane):
+            for word, node, after in by_lane.get(lane, []):
                 if is_slots and after:
                     out.update((f"stage:{a}", lane, f"{word}:{node}") for a in after)
                 else:
@@ -147,22 +162,54 @@ def hops(spec: PipelineSpecV1) -> list[tuple[str, str, str]]:
 
 
 def _paths(spec: PipelineSpecV1) -> list[dict[str, Any]]:
-    readers: dict[str, list[tuple[str, str]]] = {}
+    """Every path from a source to a sink (at most MAX_PATHS), depth first in name order."""
+    nexts: dict[str, list[tuple[str, str]]] = {}
+    back: dict[str, set[str]] = {}
     for src_node, lane, dst_node in hops(spec):
-        readers.setdefault(src_node.partition(":")[2], []).append((lane, dst_node))
+        nexts.setdefault(src_node, []).append((lane, dst_node))
+        back.setdefault(dst_node, set()).add(src_node)
+    # Only walk nodes from which a sink can be reached: the walk then ends in a path every time.
+    useful = {f"sink:{s}" for s in spec.sinks}
+    todo = list(useful)
+    while todo:
+        for prev in back.get(todo.pop(), ()):
+            if prev not in useful:
+                useful.add(prev)
+                todo.append(prev)
     out: list[dict[str, Any]] = []
     for src in sorted(spec.sources.values(), key=_n):
-        stack: list[tuple[str, list[str], list[str]]] = [(src.name, [], [])]
+        # entries: (node, lane that led here, parent entry); the stack holds entry indices
+        entries: list[tuple[str, str, int]] = [(f"source:{src.name}", "", -1)]
+        stack = [0]
         while stack and len(out) < MAX_PATHS:
-            node, via, lanes = stack.pop()
-            for lane, nxt in reversed(readers.get(node, [])):
-                role, _, name = nxt.partition(":")
-                if role == "sink":
-                    out.append(_path(spec, src.name, name, via, [*lanes, lane]))
-                elif name not in via and len(via) < len(spec.stages):
-                    stack.append((name, [*via, name], [*lanes, lane]))
+            index = stack.pop()
+            node = entries[index][0]
+            for lane, nxt in reversed(nexts.get(node, [])):
+                if nxt not in useful:
+                    continue
+                entries.append((nxt, lane, index))
+                if nxt.startswith("sink:"):
+                    out.append(_unwind(spec, entries, len(entries) - 1))
+                    if len(out) >= MAX_PATHS:
+                        break
+                else:
+                    stack.append(len(entries) - 1)
     out.sort(key=lambda p: (p["source"], p["sink"], p["via"]))
     return out
+
+
+def _unwind(spec: PipelineSpecV1, entries: list[tuple[str, str, int]], i: int) -> dict[str, Any]:
+    nodes: list[str] = []
+    lanes: list[str] = []
+    while i >= 0:
+        node, lane, parent = entries[i]
+        nodes.append(node.partition(":")[2])
+        if lane:
+            lanes.append(lane)
+        i = parent
+    nodes.reverse()
+    lanes.reverse()
+    return _path(spec, nodes[0], nodes[-1], nodes[1:-1], lanes)
 
 
 def _path(
@@ -249,4 +296,6 @@ def render_description(d: dict[str, Any]) -> str:
         lines.extend(f"    - {r}" for r in p["reasons"])
     if not d["paths"]:
         lines.append("  (no path from a source to a sink)")
+    if d.get("paths_truncated"):
+        lines.append(f"  (only the first {MAX_PATHS} paths are shown)")
     return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ from byteor.plan import PipelinePlanV2, PlanFinding, validate_plan_v2
 from byteor.spec import (
     DEFAULT_PROCESS,
     MAX_CAPACITY,
+    MAX_CONSUMERS,
     MAX_SLOT_BYTES,
     MIN_CAPACITY,
     SLOT_ALIGN,
@@ -106,6 +107,9 @@ def ring_compatible(
         return f"it has {len(plan.sinks)} sinks (a linear chain ends in one)"
     if len(plan.sources) != 1:
         return f"it has {len(plan.sources)} sources (a single ring has one)"
+    n_readers = len(plan.stages) + len(plan.sinks)
+    if n_readers > MAX_CONSUMERS:
+        return f"its {n_readers} stages and sinks exceed the {MAX_CONSUMERS} readers of one ring"
     src = plan.sources[0]
     if src.journal or opts.journal_sources:
         return "its source is journaled (a journal needs a lane_graph)"
@@ -113,8 +117,9 @@ def ring_compatible(
     sinks = {s.name: s for s in plan.sinks}
     current = src.name
     seen = 0
+    index = plan.readers()
     while True:
-        readers = plan.consumers_of(current)
+        readers = index.get(current, [])
         stage_readers = [r for r in readers if r in stages]
         if not stage_readers:
             break
@@ -249,10 +254,11 @@ def _merge(merge: str | None) -> MergeOrder:
 def _single_ring(plan: PipelinePlanV2, opts: LowerOptions) -> PipelineSpecV1:
     src = plan.sources[0]
     order: list[str] = []
+    index = plan.readers()
     current = src.name
     stages = {s.name: s for s in plan.stages}
     while True:
-        nxt = [r for r in plan.consumers_of(current) if r in stages]
+        nxt = [r for r in index.get(current, []) if r in stages]
         if not nxt:
             break
         current = nxt[0]
@@ -306,8 +312,9 @@ def _lane_graph(plan: PipelinePlanV2, opts: LowerOptions) -> PipelineSpecV1:
     producers += [(s.name, s.message_bytes, s.capacity, False) for s in plan.stages]
     source_names = {s.name for s in plan.sources}
     has_lane: set[str] = set()
+    index = plan.readers()
     for name, message_bytes, capacity, journal in sorted(producers):
-        readers = plan.consumers_of(name)
+        readers = index.get(name, [])
         if not readers:
             continue
         kind: LaneKind

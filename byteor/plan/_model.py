@@ -137,6 +137,17 @@ class PipelinePlanV2:
             *(n.name for n in self.sinks),
         ]
 
+    def readers(self) -> dict[str, list[str]]:
+        """Node name -> the stages and sinks that read it, sorted (one pass over the plan)."""
+        out: dict[str, set[str]] = {}
+        for stage in self.stages:
+            for item in stage.inputs:
+                out.setdefault(item, set()).add(stage.name)
+        for sink in self.sinks:
+            for item in sink.inputs:
+                out.setdefault(item, set()).add(sink.name)
+        return {k: sorted(v) for k, v in out.items()}
+
     def consumers_of(self, name: str) -> list[str]:
         """Stages and sinks that read ``name``, sorted by name."""
         readers = [s.name for s in self.stages if name in s.inputs]

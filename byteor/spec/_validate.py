@@ -103,6 +103,13 @@ class _Checker:
         self.skip = set(skip)
         self.explicit = None if explicit is None else set(explicit)
         self.out: list[Finding] = []
+        # First line of each entity ("lane.raw"), for findings about a key that is missing.
+        self.entity_lines: dict[str, int] = {}
+        for k, v in lines.items():
+            segs = k.split(".", 2)
+            if len(segs) == 3:
+                ent = f"{segs[0]}.{segs[1]}"
+                self.entity_lines[ent] = min(v, self.entity_lines.get(ent, v))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -110,11 +117,7 @@ class _Checker:
         line = self.lines.get(key)
         if line is not None:
             return line
-        for prefix in (key + ".", key.rsplit(".", 1)[0] + "."):
-            found = [v for k, v in self.lines.items() if k.startswith(prefix)]
-            if found:
-                return min(found)
-        return None
+        return self.entity_lines.get(".".join(key.split(".", 2)[:2]))
 
     def add(self, code: str, key: str, message: str, suggestion: str | None = None) -> None:
         self.out.append(make(code, key, self.line(key), message, suggestion))

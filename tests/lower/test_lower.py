@@ -199,3 +199,34 @@ def _clicks() -> P.PipelinePlanV2:
     b.add_stage("count", "count", inputs="enrich")
     b.sink("out", "stdout", inputs="count")
     return b.build()
+
+
+def test_big_chain_is_fast_and_not_a_ring() -> None:
+    b = P.PlanBuilder("big")
+    b.source("s0", "kafka")
+    for i in range(1, 2001):
+        b.add_stage(f"s{i}", "identity", inputs=f"s{i - 1}")
+    b.sink("o", "stdout", inputs="s2000")
+    plan = b.build()
+    assert "exceed the 64 readers" in (L.ring_compatible(plan) or "")
+    spec = L.lower_v2(plan)
+    assert spec.target == "lane_graph" and len(spec.lanes) == 2001
+    [path] = L.describe_spec(spec)["paths"]
+    assert len(path["via"]) == 2000 and len(path["lanes"]) == 2001
+
+
+def test_path_explosion_is_capped() -> None:
+    b = P.PlanBuilder("lattice")
+    b.source("s", "kafka")
+    prev = ["s"]
+    for layer in range(20):
+        cur = [f"n{layer}_{k}" for k in range(2)]
+        for name in cur:
+            b.add_stage(name, "identity", inputs=prev, merge="ready" if len(prev) > 1 else None)
+        prev = cur
+    b.add_stage("t", "identity", inputs=prev)
+    b.add_stage("dead_end", "identity", inputs="t")
+    b.sink("o", "stdout", inputs="t")
+    d = L.describe_spec(L.lower_v2(b.build()))
+    assert len(d["paths"]) == L.MAX_PATHS and d["paths_truncated"] is True
+    assert "within each input; merged at" in d["paths"][0]["ordering"]
