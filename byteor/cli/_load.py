@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from byteor.cli._output import EXIT_USAGE, CliError
 from byteor.lower import LowerError, LowerOptions, TargetChoice, lower_v2
 from byteor.plan import MAX_PLAN_BYTES, PipelinePlanV2, parse_plan_toml
-from byteor.spec import MAX_SPEC_BYTES, PipelineSpecV1, parse_spec
+from byteor.spec import MAX_SPEC_BYTES, PipelineSpecV1, parse_spec, validate_v1
 
 __all__ = [
     "Loaded",
@@ -147,6 +147,9 @@ def load(
             loaded.spec = lower_v2(parsed_plan.plan, target, opts)
         except LowerError as exc:
             loaded.findings.extend(exc.findings)
+        else:
+            # warnings about the lowered spec (an unknown adapter, say) concern the plan too
+            loaded.findings.extend(validate_v1(loaded.spec))
     return loaded
 
 

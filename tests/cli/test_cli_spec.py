@@ -288,3 +288,15 @@ def test_junk_never_tracebacks_in_any_command(
         # an empty file is a canonical (if invalid) spec: fmt has nothing to complain about
         expected = (0,) if argv[0] == "fmt" and not data else (1, 2)
         assert code in expected, (argv, doc)
+
+
+def test_plan_validation_reports_spec_warnings(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    plan = write(tmp_path, "w.toml", 'name = "w"\n[sources.a]\nadapter = "kafak"\n'
+                 '[sinks.o]\nadapter = "stdout"\ninputs = "a"\n')  # fmt: skip
+    code, doc = run_json(capsys, "validate", plan)
+    assert code == 0 and doc["warnings"] == 1
+    [finding] = doc["findings"]  # type: ignore[misc]
+    assert finding["code"] == "SP314" and finding["suggestion"] == "kafka"
+    assert run(capsys, "validate", "--strict", plan)[0] == 1
