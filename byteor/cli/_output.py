@@ -7,7 +7,15 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["EXIT_OK", "EXIT_FINDINGS", "EXIT_USAGE", "CliError", "add_json_flag", "emit", "emit_error"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FINDINGS",
+    "EXIT_USAGE",
+    "CliError",
+    "add_json_flag",
+    "emit",
+    "emit_error",
+]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
