@@ -136,6 +136,8 @@ class Producer(AsyncProducerMixin):
         When fewer than ``need`` sequences may be written, consumers of this process are
         asked to publish the releases they hold back first.
         """
+        if self._closed:
+            raise LaneClosed(f"lane {self._seg.name!r}: this sender is closed")
         seg = self._seg
         q = self._q
         epoch = seg.epoch()
@@ -204,8 +206,6 @@ class Producer(AsyncProducerMixin):
         """Publish one message, waiting for room (at most ``timeout`` seconds)."""
         h = self._head
         if h >= self._limit and not self._refresh():
-            if self._closed:
-                raise LaneClosed(f"lane {self._seg.name!r}: this sender is closed")
             if not self._wait_room(1, _deadline(timeout)):
                 raise LaneTimeout(
                     f"lane {self._seg.name!r} stayed full for {timeout} s: its slowest "
@@ -417,6 +417,7 @@ class Producer(AsyncProducerMixin):
         if self._closed or self._seg.closed:
             return
         self._closed = True
+        self._limit = 0  # every send path now reaches _refresh, which refuses
         q = self._q
         q[self._seg.p + _P_CLOSED_PID] = os.getpid() << 32 | 1
         futex_wake(self._seg.futex_address(self._cur))
@@ -427,6 +428,10 @@ class Producer(AsyncProducerMixin):
 # to publish the releases they hold back (``publish_every``), so one thread can never wait on
 # a release that only it could publish.
 _local_consumers: dict[tuple[object, ...], weakref.WeakSet[Consumer]] = {}
+
+
+# A forked child inherits copies of the parent's consumers: they are not the child's to flush.
+os.register_at_fork(after_in_child=_local_consumers.clear)
 
 
 def _publish_local_releases(identity: tuple[object, ...]) -> bool:

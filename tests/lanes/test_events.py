@@ -187,11 +187,6 @@ def test_close_raises_lane_closed_after_draining(core_make_lane, core_backing: s
             rx.receive_array(np.uint64, 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_ring.Producer checks its closed flag only when the lane is full: a closed "
-    "sender with room still publishes, and the consumer reads past the close",
-)
 @pytest.mark.parametrize("call", ["send", "send_nowait", "send_batch"])
 def test_a_closed_sender_refuses_to_send(core_make_lane, call: str) -> None:
     lane = core_make_lane("events", capacity=8, slot_bytes=16)
