@@ -60,6 +60,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run_lanes(args: argparse.Namespace) -> int:
     # Imported on use: the benchmark pulls in numpy and the peers, the rest of the CLI must not.
-    from byteor.bench.lanes import run_cli  # noqa: PLC0415 - see the line above
+    from byteor.bench.lanes import run_cli
 
     return run_cli(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -51,6 +52,10 @@ Policy = Literal["critical", "best_effort"]
 Start = Literal["earliest", "latest"] | int
 # A consumer declared at creation: a name, or (name, names it reads after) for slots.
 ConsumerSpec = str | tuple[str, Sequence[str]]
+
+# Consumer lines held by receivers of this process (pids tell processes apart, not threads).
+_held_lines: dict[tuple[tuple[object, ...], int], weakref.ref[Consumer]] = {}
+os.register_at_fork(after_in_child=_held_lines.clear)
 
 _DEFAULT_MAX_CONSUMERS = {"events": 1, "journal": 16, "slots": 16, "fanout": 16}
 _EVENTS_CONSUMER = "default"
@@ -243,6 +248,7 @@ class Lane:
         else:
             rx = self._shared_receiver(kind, name, policy, start, after, publish_every, wait)
         self._endpoints.append(rx)
+        _held_lines[(self._seg.identity, rx.index)] = weakref.ref(rx)
         return rx
 
     def _events_receiver(
@@ -268,6 +274,13 @@ class Lane:
 
     def _claim_line(self, index: int) -> None:
         seg = self._seg
+        held = _held_lines.get((seg.identity, index))
+        other = held() if held is not None else None
+        if other is not None and not other.closed:
+            raise ConsumerError(
+                f"consumer {seg.consumer_name(index)!r} of lane {seg.name!r} already has a "
+                "receiver in this process: one receiver per consumer at a time; close it first"
+            )
         pid = seg.consumer_pid(index)
         if pid and pid != os.getpid() and seg.consumer_alive(index):
             raise ConsumerError(

@@ -205,12 +205,15 @@ class Producer(AsyncProducerMixin):
     def send(self, data: BytesLike, timeout: float | None = None) -> None:
         """Publish one message, waiting for room (at most ``timeout`` seconds)."""
         h = self._head
-        if h >= self._limit and not self._refresh():
-            if not self._wait_room(1, _deadline(timeout)):
-                raise LaneTimeout(
-                    f"lane {self._seg.name!r} stayed full for {timeout} s: its slowest "
-                    "consumer is not keeping up (see `byteor snapshot`)"
-                )
+        if (
+            h >= self._limit
+            and not self._refresh()
+            and not self._wait_room(1, _deadline(timeout))
+        ):
+            raise LaneTimeout(
+                f"lane {self._seg.name!r} stayed full for {timeout} s: its slowest "
+                "consumer is not keeping up (see `byteor snapshot`)"
+            )
         n = len(data)
         if n > self._slot:
             raise MessageTooLarge(
@@ -510,6 +513,10 @@ class Consumer(AsyncConsumerMixin):
     @property
     def index(self) -> int:
         return self._index
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def position(self) -> int:

@@ -119,12 +119,6 @@ def test_second_live_receiver_is_rejected(core_make_lane, core_backing: str) -> 
     assert attempt() == "accepted"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_lane.Lane._claim_line only refuses a line held by another live pid: a second "
-    "receiver in the same process (another thread, another handle) gets line 0 too, and both "
-    "read every message",
-)
 def test_second_receiver_in_the_same_process_is_rejected(core_make_lane) -> None:
     lane = core_make_lane("events")
     tx = lane.sender()
