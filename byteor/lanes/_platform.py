@@ -129,7 +129,8 @@ def process_start_time(pid: int) -> int:
 
 def pid_alive(pid: int, start_time: int) -> bool:
     """Whether the process that registered as (pid, start_time) still runs."""
-    if pid <= 0:
+    # The pid comes from a segment, which may hold anything; os.kill overflows past pid_t.
+    if not 0 < pid <= _INT_MAX:
         return False
     try:
         os.kill(pid, 0)

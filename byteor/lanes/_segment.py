@@ -450,9 +450,13 @@ def attach_segment(
         raise AttachError(f"cannot open lane segment {file_path}: {exc.strerror}") from None
     try:
         seg = _attach_fd(name, backing, file_path, fd)
-        _check_kind(seg.kind, kind, name)
     except BaseException:
         os.close(fd)
+        raise
+    try:
+        _check_kind(seg.kind, kind, name)
+    except BaseException:
+        seg.close()  # unmaps and closes fd
         raise
     return seg
 
@@ -498,6 +502,9 @@ def _attach_fd(name: str, backing: str, file_path: str, fd: int) -> Segment:
     try:
         validate_cursors(seg)
     except BaseException:
+        # Unmap only: the caller owns fd and closes it once (closing it twice could close a
+        # descriptor another thread has opened meanwhile).
+        seg.fd = -1
         seg.close()
         raise
     return seg
