@@ -44,3 +44,41 @@ def core_make_lane() -> Iterator[CoreLaneFactory]:
 def core_backing(request: pytest.FixtureRequest) -> str:
     """Each backing that must behave the same."""
     return str(request.param)
+
+
+# -- journal: the factory over every backing, files under tmp_path -------------------------
+
+JOURNAL_BACKINGS = ("memory", "shm", "file")
+
+
+@pytest.fixture(params=JOURNAL_BACKINGS)
+def journal_backing(request: pytest.FixtureRequest) -> str:
+    """Each backing a journal must behave the same on (``file`` lives under ``tmp_path``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def journal_make_lane(tmp_path: Any) -> Iterator[Callable[..., tuple[bl.Lane, dict[str, Any]]]]:
+    """``journal_make_lane(backing, kind="journal", capacity=8, slot_bytes=32, **kw)``.
+
+    Returns ``(lane, where)``; ``bl.attach(lane.name, **where)`` attaches another handle
+    (``where`` holds ``backing`` and, for files, ``path``). Closed and unlinked at teardown.
+    """
+    made: list[tuple[bl.Lane, str, dict[str, Any]]] = []
+
+    def make(backing: str, kind: str = "journal", **kwargs: Any) -> tuple[bl.Lane, dict[str, Any]]:
+        kwargs.setdefault("capacity", 8)
+        kwargs.setdefault("slot_bytes", 32)
+        name = f"test-journal-{uuid.uuid4().hex[:12]}"
+        where: dict[str, Any] = {"backing": backing}
+        if backing == "file":
+            where["path"] = str(tmp_path / f"{name}.lane")
+        lane = bl.create(name, kind, **where, **kwargs)  # type: ignore[arg-type]
+        made.append((lane, name, where))
+        return lane, where
+
+    yield make
+    for lane, name, where in reversed(made):
+        with contextlib.suppress(Exception):
+            lane.close()
+        bl.unlink(name, **where)
