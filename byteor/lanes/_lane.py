@@ -339,7 +339,7 @@ class Lane:
                     wait=wait,
                 )
             index = self._free_line()
-            position = self._start_position(kind, name, start, upstream)
+            position = self._start_position(kind, name, start, upstream, gating=not overrun)
             mask = 0
             for u in upstream:
                 mask |= 1 << u
@@ -390,7 +390,13 @@ class Lane:
         )
 
     def _start_position(
-        self, kind: int, name: str | None, start: Start | None, upstream: Sequence[int]
+        self,
+        kind: int,
+        name: str | None,
+        start: Start | None,
+        upstream: Sequence[int],
+        *,
+        gating: bool = False,
     ) -> int:
         seg = self._seg
         q = seg.q
@@ -402,6 +408,12 @@ class Lane:
         # The oldest intact entry: the producer is not writing `published` unless its limit
         # (``claimed``) allows it, and then the slot of `published - capacity` is in flux.
         in_flux = 1 if q[seg.p + _P_CLAIMED] > published else 0
+        # A dead producer writes nothing, whatever limit it left behind: a gating reader may
+        # start at `published - capacity` and reads it in place (it validates only while a
+        # live producer may not have seen it). Overrun readers keep the conservative bound,
+        # which their checked copies (``claimed``) apply too.
+        if in_flux and gating and not self._producer_alive():
+            in_flux = 0
         earliest = max(0, published - seg.capacity + in_flux)
         if start is None:
             start = "earliest" if kind == L.KIND_JOURNAL and name is not None else "latest"
@@ -417,6 +429,11 @@ class Lane:
                 )
             return start
         raise ConsumerError(f"start={start!r}: use 'earliest', 'latest' or a sequence number")
+
+    def _producer_alive(self) -> bool:
+        q = self._seg.q
+        p = self._seg.p
+        return pid_alive(q[p + _P_CLOSED_PID] >> 32, q[p + _P_START_TIME])
 
     def _joins_safely(self, index: int, position: int) -> bool:
         """Whether the producer cannot overwrite ``position`` before it has seen this line."""

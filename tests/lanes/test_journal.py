@@ -378,6 +378,10 @@ def _file_step(step: str, name: str, path: str, conn: Any) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # this time nobody closes anything
         else:
             lane = bl.attach(name, kind="journal", backing="file", path=path)
+            # Nobody writes: a new durable reader is offered every retained entry.
+            late = lane.receiver("late", start="earliest")
+            replay = (late.position, [jseq(late.receive(timeout=5)) for _ in range(16)])
+            late.unsubscribe()
             d = lane.receiver("d")
             at = d.position
             tx = lane.sender()
@@ -389,7 +393,7 @@ def _file_step(step: str, name: str, path: str, conn: Any) -> None:
                     got.append(jseq(d.receive(timeout=5)))
             except bl.LaneClosed:
                 pass
-            conn.send(("ok", at, got))
+            conn.send(("ok", (at, replay), got))
             lane.close()
     except BaseException as exc:
         conn.send(("error", repr(exc), None))
@@ -422,8 +426,11 @@ def test_file_backed_journal_survives_every_process(tmp_path: Any) -> None:
     assert (first, resumed_at, earliest, code) == (10, 4, 1, -signal.SIGKILL)
     assert got == list(range(4, 16))
     # Killed holding 15: the last life gets 15 again, then the one entry written in it.
-    (_, at, got), code = life("last")
+    (_, (at, replay), got), code = life("last")
     assert (at, got, code) == (15, [15, 16], 0)
+    # The writer died with room to write 16..19, but a dead writer writes nothing: all 16
+    # retained entries are offered, in place.
+    assert replay == (0, list(range(16)))
     lane = bl.attach(name, kind="journal", backing="file", path=path)
     try:
         s = lane.statistics()
