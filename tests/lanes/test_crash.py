@@ -68,8 +68,8 @@ def test_producer_killed_mid_stream_then_restarted(core_make_lane, kind: str) ->
     consumers = ["d"] if kind == "journal" else []
     lane = core_make_lane(kind, backing="shm", capacity=512, slot_bytes=1536, consumers=consumers)
     rx = lane.receiver("d") if kind == "journal" else lane.receiver()
-    rng = random.Random()
-    kills = sorted(rng.sample(range(1_000, total - 1_000), 3))
+    kills = sorted(random.sample(range(1_000, total - 1_000), 3))
+    print(f"producer killed after the reader got {kills}")  # shown when the test fails
     ctx = multiprocessing.get_context("fork")
     expected = 0
     restarts: list[int] = []
@@ -168,10 +168,11 @@ def test_reader_killed_mid_stream_then_restarted(core_make_lane, kind: str, ever
     last = ctx.RawValue(ctypes.c_int64, -1)
     producer, pconn = _spawn(ctx, _producer, lane.name, total, longest)
     assert pconn.recv() == 0
-    rng = random.Random()
     duplicates: list[int] = []
     resume_at = 0
-    for signal_at in (rng.randrange(1_000, 30_000), rng.randrange(1_000, 30_000)):
+    signals = (random.randrange(1_000, 30_000), random.randrange(1_000, 30_000))
+    print(f"readers killed after reading {signals}")  # shown when the test fails
+    for signal_at in signals:
         reader, conn = _spawn(ctx, _reader, lane.name, kind, every, longest, seen, last, signal_at)
         assert conn.recv() == ("reached", resume_at, signal_at)
         reader.kill()  # somewhere after signal_at: mid-receive, mid-check, anywhere
