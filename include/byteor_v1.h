@@ -74,8 +74,9 @@
  *     +------------------------------------------------+--------+-----------------+
  *
  * sleeping is non-zero while the producer sleeps waiting for room; every consumer reads it
- * after releasing a slot. claimed is the producer's current limit: it will not write a
- * sequence at or beyond it before it looks at the consumers again.
+ * after releasing a slot. claimed is the producer's announcement: it writes no sequence at
+ * or beyond it without first storing a larger value here, so slot s is intact while
+ * claimed <= s + capacity.
  *
  * cursor is a count: the producer's cursor is the number of messages published (the next
  * sequence to publish), a consumer's is the number it has released (the next one it reads).

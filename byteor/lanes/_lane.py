@@ -405,16 +405,13 @@ class Lane:
             latest = min(q[seg.c(u) + _C_CURSOR] for u in upstream)
         else:
             latest = published
-        # The oldest intact entry: the producer is not writing `published` unless its limit
-        # (``claimed``) allows it, and then the slot of `published - capacity` is in flux.
-        in_flux = 1 if q[seg.p + _P_CLAIMED] > published else 0
-        # A dead producer writes nothing, whatever limit it left behind: a gating reader may
-        # start at `published - capacity` and reads it in place (it validates only while a
-        # live producer may not have seen it). Overrun readers keep the conservative bound,
-        # which their checked copies (``claimed``) apply too.
-        if in_flux and gating and not self._producer_alive():
-            in_flux = 0
-        earliest = max(0, published - seg.capacity + in_flux)
+        # The oldest intact entry: a live producer may be writing anything below the
+        # ``claimed`` it announced; a closed or dead one writes nothing.
+        frontier = published
+        claimed = q[seg.p + _P_CLAIMED]
+        if claimed > published and self._producer_alive():
+            frontier = claimed
+        earliest = max(0, frontier - seg.capacity)
         if start is None:
             start = "earliest" if kind == L.KIND_JOURNAL and name is not None else "latest"
         if start == "latest":

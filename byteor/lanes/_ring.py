@@ -8,15 +8,18 @@ published; each consumer's cursor counts what it has released. Both only grow.
 
 * The producer writes payload, then descriptor, then stores its cursor (publish). It may write
   sequence ``s`` only when every *gating* consumer has released ``s - capacity``. It caches
-  ``limit = min(gating cursors) + capacity`` and looks at the consumers again only when it
-  reaches the limit, so the fast path reads no consumer line at all. With no gating consumer
-  it runs free, re-checking every ``capacity // 2`` messages for newcomers. The current limit
-  is published in the ``claimed`` word.
+  ``min(gating cursors) + capacity`` and looks at the consumers again only when it reaches
+  its limit, so the fast path reads no consumer line at all. With no gating consumer it runs
+  free. Before writing, it *announces* in the ``claimed`` word how far it may write without
+  looking again: a short window (at most 64 sequences, or a whole batch) and never beyond
+  what the gating consumers allow. Every slot it writes is below ``claimed``.
 * A gating consumer reads the slot in place (a zero-copy view) and releases it by storing its
   cursor when it asks for the next one. It caches what is available the same way.
-* An *overrun* consumer never holds the producer back. It copies the slot, then re-reads the
-  producer cursor: if the producer may have started writing ``s + capacity`` the copy is
-  discarded and counted as lost. That is how it learns its exact loss count.
+* An *overrun* consumer never holds the producer back. Slot ``s`` is intact while
+  ``claimed <= s + capacity``. It copies the slot, then re-reads ``claimed``: if the producer
+  may have been writing ``s + capacity`` the copy is discarded and counted as lost. That is
+  how it learns its exact loss count. (A live writer thus keeps up to one window of the
+  oldest entries in doubt; a closed or dead writer none.)
 * A consumer may wait on other consumers instead of the producer (``after``): that is the
   ``SeqBarrier`` of SequencedSlots, and it is how stages of one ring run in order.
 
@@ -115,6 +118,9 @@ class Producer(AsyncProducerMixin):
             p + _P_CONSUMER_SLEEPING + k for k in range(1, (seg.max_consumers + 7) // 8)
         )
         self._head: int = q[self._cur]
+        # Whatever a dead predecessor announced, nothing is being written now.
+        q[p + _P_CLAIMED] = self._head
+        self._window = max(1, min(64, seg.capacity // 4))
         self._limit = 0
         self._epoch = -1
         self._gating: tuple[int, ...] = ()
@@ -149,13 +155,18 @@ class Producer(AsyncProducerMixin):
             )
             self._epoch = epoch
         h = self._head
+        want = h + max(self._window, need)
         if self._gating:
-            limit = min([q[w] for w in self._gating]) + self._cap
-            if h + need > limit and _publish_local_releases(seg.identity):
-                limit = min([q[w] for w in self._gating]) + self._cap
+            gate = min([q[w] for w in self._gating]) + self._cap
+            if h + need > gate and _publish_local_releases(seg.identity):
+                gate = min([q[w] for w in self._gating]) + self._cap
+            limit = min(gate, want)
         else:
-            limit = h + max(1, self._cap // 2)
+            # Free running: at most half a ring ahead, so a consumer that joins within half a
+            # ring of the head is safe before this producer has seen it (see Lane.receiver).
+            limit = min(want, h + max(1, self._cap // 2))
         self._limit = limit
+        # The announcement: stored before any write below it (x86 keeps stores in order).
         q[seg.p + _P_CLAIMED] = limit
         q[seg.p + _P_EPOCH_SEEN] = epoch
         return h < limit
@@ -422,6 +433,7 @@ class Producer(AsyncProducerMixin):
         self._closed = True
         self._limit = 0  # every send path now reaches _refresh, which refuses
         q = self._q
+        q[self._seg.p + _P_CLAIMED] = self._head  # nothing more will be written
         q[self._seg.p + _P_CLOSED_PID] = os.getpid() << 32 | 1
         futex_wake(self._seg.futex_address(self._cur))
         # Consumers waiting on another consumer (``after``) are woken by that consumer.
@@ -608,7 +620,11 @@ class Consumer(AsyncConsumerMixin):
             if self._closed_and_drained(t):
                 raise LaneClosed(f"lane {self._seg.name!r} is closed and fully read")
             raise WouldBlock(f"lane {self._seg.name!r} is empty")
-        return self.receive()
+        try:
+            return self.receive(timeout=0)
+        except LaneTimeout:
+            # An overrun consumer found only entries lost while it looked.
+            raise WouldBlock(f"lane {self._seg.name!r} is empty") from None
 
     def _receive_slow(self, t: int, timeout: float | None) -> memoryview | bytes:
         # Publish the releases held back so far (everything before t), waking a waiter.
@@ -634,13 +650,20 @@ class Consumer(AsyncConsumerMixin):
                     f"nothing arrived on lane {self._seg.name!r} within {timeout} s"
                 )
             a = self._available()
-        if self._overrun:
-            return self._receive_checked(t, a)
-        if self._validating:
-            if q[self._seg.p + _P_EPOCH_SEEN] >= self._epoch or not self._producer_alive():
-                self._validating = False
-            else:
-                return self._receive_checked(t, a)
+        if self._validating and (
+            q[self._seg.p + _P_EPOCH_SEEN] >= self._epoch or not self._producer_alive()
+        ):
+            self._validating = False
+        if self._overrun or self._validating:
+            data = self._receive_checked(t, a)
+            while data is None:
+                t = self._pos
+                if not self._wait_for(t, _deadline(timeout)):
+                    raise LaneTimeout(
+                        f"nothing arrived on lane {self._seg.name!r} within {timeout} s"
+                    )
+                data = self._receive_checked(t, self._available())
+            return data
         # Up to ``publish_every`` messages are read without touching shared cursors.
         every = t + self._every
         self._avail = a if a < every else every
@@ -665,28 +688,35 @@ class Consumer(AsyncConsumerMixin):
         if held > self._q[self._cur]:
             self._release(held)
 
-    def _receive_checked(self, t: int, published: int) -> bytes:
+    def _receive_checked(self, t: int, published: int) -> bytes | None:
         """Copy sequence ``t`` (or the oldest one still intact) and prove it was not overrun.
 
-        The producer stores its limit (``claimed``) before writing any sequence below it, so
-        while ``claimed <= published`` it is not writing sequence ``published`` and the slot
-        of ``published - capacity`` is still intact.
+        The producer writes only below the ``claimed`` it announced first, so slot ``s`` is
+        intact while ``claimed <= s + capacity``. Returns None when every available entry
+        was lost (``self._pos`` then points past them).
         """
         q = self._q
         cap = self._cap
         claimed_word = self._seg.p + _P_CLAIMED
         while True:
-            oldest = published - cap + (0 if q[claimed_word] <= published else 1)
+            oldest = q[claimed_word] - cap
+            if t < oldest and not self._producer_alive():
+                # A writer killed mid-announcement writes nothing more.
+                oldest = q[self._pcur] - cap
             if t < oldest:
                 q[self._base + _C_LOST] += oldest - t
                 t = oldest
+                if t >= published:
+                    published = q[self._pcur]
+                    if t >= published:
+                        self._pos = t
+                        q[self._cur] = t
+                        return None
             i = t & self._mask
             n = q[self._desc + 2 * i] & _LEN_MASK
             off = self._pay + i * self._slot
             data = bytes(self._buf[off : off + min(n, self._slot)])
-            published = q[self._pcur]
-            behind = published - t
-            if behind < cap or (behind == cap and q[claimed_word] <= published):
+            if t + cap >= q[claimed_word]:
                 if n > self._slot:
                     raise self._corrupt(t, n)
                 self._pos = t + 1
