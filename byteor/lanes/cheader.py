@@ -301,7 +301,8 @@ static inline int byteor_check_header(const void *base, uint64_t file_bytes,
  * a consumer has not released. An overrun consumer (BYTEOR_STATE_OVERRUN) holds nobody
  * back, so its slot may be rewritten while it reads: it copies the payload (at most
  * slot_bytes), then calls byteor_overrun_intact; a false answer means the copy may be torn,
- * and it skips ahead to avail - capacity + 1, adding what it skipped to consumer->lost.
+ * and it skips ahead to producer->claimed - capacity, adding what it skipped to
+ * consumer->lost. (The producer announces in claimed how far it may write before writing.)
  */
 
 static inline uint64_t byteor_load_acquire(const uint64_t *p) {
@@ -334,11 +335,13 @@ static inline const uint8_t *byteor_payload(const void *base, const byteor_geome
 }
 
 /* After copying sequence seq: whether the producer cannot have started rewriting its slot.
- * The fence keeps the copy's loads before the cursor load (free on x86-64). */
+ * It writes only below the claimed it announced first, so the slot is intact while
+ * claimed <= seq + capacity. The fence keeps the copy's loads before this load (free on
+ * x86-64). */
 static inline int byteor_overrun_intact(const byteor_producer_block *producer, uint64_t seq,
                                         uint64_t capacity) {
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return __atomic_load_n(&producer->cursor, __ATOMIC_RELAXED) - seq < capacity;
+    return __atomic_load_n(&producer->claimed, __ATOMIC_RELAXED) <= seq + capacity;
 }
 
 /* A gating consumer on one line, following the protocol above. */
