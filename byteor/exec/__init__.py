@@ -1,0 +1,97 @@
+"""Executors: run a spec.
+
+* :class:`LaneGraphSP` runs every node in this process over in-memory lanes, with a
+  deterministic scheduler (``single_ring`` specs run as their equivalent chain);
+* :func:`resolve_op` maps a stage's ``op`` to a :class:`byteor.kernel.Stage`: built-in ops,
+  ``package.module:function`` and the ``byteor.ops`` entry-point group;
+* local sources and sinks (``file``, ``stdin``, ``generator``, ``stdout``, ``memory``) need no
+  server.
+
+::
+
+    report = byteor.exec.run_sp(spec, sources={"in": [b"a", b"b"]}, sinks={"out": sink})
+    report.output_sha256, report.node("enrich").records_out
+
+Per-stage error policy, from the stage's parameters: ``param.on_error = fail`` (default: the
+run stops and names the stage and record), ``skip`` (drop and count), or ``route`` with
+``param.error_lane = <one of the stage's out lanes>`` (the record goes there unchanged).
+"""
+
+from __future__ import annotations
+
+from byteor.exec._errors import (
+    AdapterUnavailable,
+    ExecError,
+    OpNotFound,
+    PipelineStalled,
+    StageConfigError,
+    StageFailed,
+    WorkerDied,
+)
+from byteor.exec._graph import EXEC_PARAMS, Graph, LaneDef, NodeDef, build_graph
+from byteor.exec._local import (
+    LOCAL_SINKS,
+    LOCAL_SOURCES,
+    GeneratorSource,
+    IterableSource,
+    LineSource,
+    ListSink,
+    RecordSink,
+    RecordSource,
+    StreamSink,
+    open_sink,
+    open_source,
+    splitmix64,
+)
+from byteor.exec._ops import BUILTIN_SUMMARIES, canonical_json, frame, unframe
+from byteor.exec._report import NodeReport, RunReport, StopToken
+from byteor.exec._resolve import ENTRY_POINT_GROUP, entry_point_ops, import_object, resolve_op
+from byteor.exec._sp import DEFAULT_BATCH, LaneGraphSP, run_sp
+from byteor.exec._stage import RecordStage, StageContext
+
+__all__ = [
+    # executors
+    "LaneGraphSP",
+    "run_sp",
+    "DEFAULT_BATCH",
+    "RunReport",
+    "NodeReport",
+    "StopToken",
+    "Graph",
+    "LaneDef",
+    "NodeDef",
+    "build_graph",
+    "EXEC_PARAMS",
+    # ops
+    "resolve_op",
+    "import_object",
+    "entry_point_ops",
+    "ENTRY_POINT_GROUP",
+    "BUILTIN_SUMMARIES",
+    "StageContext",
+    "RecordStage",
+    "canonical_json",
+    "frame",
+    "unframe",
+    # local sources and sinks
+    "RecordSource",
+    "RecordSink",
+    "LineSource",
+    "GeneratorSource",
+    "IterableSource",
+    "StreamSink",
+    "ListSink",
+    "open_source",
+    "open_sink",
+    "splitmix64",
+    "LOCAL_SOURCES",
+    "LOCAL_SINKS",
+    # errors
+    "ExecError",
+    "OpNotFound",
+    "StageConfigError",
+    "AdapterUnavailable",
+    "StageFailed",
+    "PipelineStalled",
+    "WorkerDied",
+]

@@ -1,0 +1,90 @@
+"""User ops for the executor tests, referred to as ``byteor_exec_testops:<name>``.
+
+(pytest puts this directory on sys.path, so the module imports by its bare name.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from byteor.exec import StageContext
+from byteor.kernel import Emit, StageError
+
+
+def upper(record: bytes) -> bytes:
+    return record.upper()
+
+
+def explode(record: bytes) -> list[str]:
+    return [f"{record.decode()}-{i}" for i in range(2)]
+
+
+def fail_on_x(record: bytes) -> bytes:
+    if b"x" in record:
+        raise ValueError(f"no x please: {record.decode()}")
+    return record
+
+
+def error_on_x(record: bytes) -> StageError | bytes:
+    return StageError("test.x", "x found") if b"x" in record else record
+
+
+def is_even(record: bytes) -> bool:
+    return int(record) % 2 == 0
+
+
+def first_char(record: bytes) -> str:
+    return record[:1].decode()
+
+
+def bad_return(record: bytes) -> int:
+    return 42
+
+
+class Suffix:
+    """A class op: instantiated with the StageContext, reads its params."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.suffix = ctx.params.get("suffix", "!").encode()
+        self.ports = ctx.ports
+        self.seen = 0
+
+    def step(self, record: bytes) -> Emit:
+        self.seen += 1
+        return Emit.to_all(self.ports, record + self.suffix)
+
+    def finish(self) -> bytes:
+        return f"seen={self.seen}".encode()
+
+
+class NeedsParam:
+    def __init__(self, ctx: StageContext) -> None:
+        raise KeyError("needs param 'x'")
+
+
+class Nested:
+    @staticmethod
+    def twice(record: bytes) -> bytes:
+        return record * 2
+
+
+_SIGNALS = {"int": signal.SIGINT, "term": signal.SIGTERM}
+
+
+class SignalAt:
+    """Sends itself a signal (``param.signal``, ``int`` or ``term``) when it sees record number
+    ``param.at``, ``param.times`` times (the graceful-stop tests)."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.at = int(ctx.params.get("at", "0"))
+        self.times = int(ctx.params.get("times", "1"))
+        self.sig = _SIGNALS[ctx.params.get("signal", "int")]
+        self.n = 0
+
+    def step(self, record: bytes) -> bytes:
+        if self.n == self.at:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.sig)
+        self.n += 1
+        return record
