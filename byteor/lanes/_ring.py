@@ -11,7 +11,7 @@ published; each consumer's cursor counts what it has released. Both only grow.
   ``min(gating cursors) + capacity`` and looks at the consumers again only when it reaches
   its limit, so the fast path reads no consumer line at all. With no gating consumer it runs
   free. Before writing, it *announces* in the ``claimed`` word how far it may write without
-  looking again: a short window (at most 64 sequences, or a whole batch) and never beyond
+  looking again: a short window (at most 256 sequences, or a whole batch) and never beyond
   what the gating consumers allow. Every slot it writes is below ``claimed``.
 * A gating consumer reads the slot in place (a zero-copy view) and releases it by storing its
   cursor when it asks for the next one. It caches what is available the same way.
@@ -120,7 +120,8 @@ class Producer(AsyncProducerMixin):
         self._head: int = q[self._cur]
         # Whatever a dead predecessor announced, nothing is being written now.
         q[p + _P_CLAIMED] = self._head
-        self._window = max(1, min(64, seg.capacity // 4))
+        self._window = max(1, min(256, seg.capacity // 4))
+        self._epoch_word = L.SegmentHeader.header_crc.offset // 8
         self._limit = 0
         self._epoch = -1
         self._gating: tuple[int, ...] = ()
@@ -146,7 +147,7 @@ class Producer(AsyncProducerMixin):
             raise LaneClosed(f"lane {self._seg.name!r}: this sender is closed")
         seg = self._seg
         q = self._q
-        epoch = seg.epoch()
+        epoch = q[self._epoch_word] >> 32  # registration_epoch: high half of header word 8
         if epoch != self._epoch:
             self._gating = tuple(
                 seg.c(i) + _C_CURSOR
@@ -235,7 +236,7 @@ class Producer(AsyncProducerMixin):
         off = self._pay + i * self._slot
         self._buf[off : off + n] = data
         q = self._q
-        d = self._desc + 2 * i
+        d = self._desc + i + i
         q[d] = n
         q[d + 1] = h
         h += 1
