@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "byteor.cli._doctor",
     "byteor.cli._spec",
     "byteor.cli._graph",
+    "byteor.cli._run",
 )
 
 
