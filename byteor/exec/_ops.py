@@ -20,6 +20,7 @@ from byteor.exec._errors import StageConfigError
 from byteor.exec._stage import FunctionStage, RecordStage, StageContext
 from byteor.kernel import BatchResult, Emit, Stage, StageError, StepResult, step_each
 from byteor.lanes.router import KeyLike, route_of
+from byteor.spec import BUILTIN_OPS
 
 __all__ = ["BUILTIN_FACTORIES", "BUILTIN_SUMMARIES", "canonical_json", "frame", "unframe"]
 
@@ -395,16 +396,6 @@ BUILTIN_FACTORIES: Final[dict[str, BuiltinFactory]] = {
     "json_encode": _json_encode,
 }
 
-BUILTIN_SUMMARIES: Final[dict[str, str]] = {
-    "identity": "pass every record through unchanged",
-    "drop": "discard every record (counts as processed)",
-    "count": "pass records through, counting records and bytes",
-    "map": "fn = module:function applied to each record (None drops, a list expands)",
-    "filter": "keep records matching fn, contains or regex (invert = true: the others)",
-    "key_by": "route each record to output crc32(key) % outputs; key: field (JSON) or fn",
-    "route": "route by a JSON field: route.<value> = <output lane>, default = <lane>|drop",
-    "batch": "size records into one framed record (u32le length + bytes each)",
-    "unbatch": "split a framed batch back into its records",
-    "json_decode": "check each record is JSON and write it canonically (sorted, compact)",
-    "json_encode": "each UTF-8 record as a JSON string, or {field: text} with field",
-}
+# The names and one-line summaries are part of the spec contract (``byteor validate`` knows
+# them without importing executors); this module supplies the implementations.
+BUILTIN_SUMMARIES: Final[dict[str, str]] = dict(BUILTIN_OPS)

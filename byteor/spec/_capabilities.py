@@ -200,4 +200,12 @@ BUILTIN_OPS: Final[dict[str, str]] = {
     "identity": "pass every record through unchanged",
     "drop": "discard every record (counts as processed)",
     "count": "pass records through, counting records and bytes",
+    "map": "fn = module:function applied to each record (None drops, a list expands)",
+    "filter": "keep records matching fn, contains or regex (invert = true: the others)",
+    "key_by": "route each record to output crc32(key) % outputs; key: field (JSON) or fn",
+    "route": "route by a JSON field: route.<value> = <output lane>, default = <lane>|drop",
+    "batch": "size records into one framed record (u32le length + bytes each)",
+    "unbatch": "split a framed batch back into its records",
+    "json_decode": "check each record is JSON and write it canonically (sorted, compact)",
+    "json_encode": "each UTF-8 record as a JSON string, or {field: text} with field",
 }
