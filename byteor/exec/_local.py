@@ -345,6 +345,8 @@ def open_sink(
             raise StageConfigError(f"{who} needs param path")
         append = params.get("append", "false") == "true"
         try:
+            # Like `mkdir -p`: a fresh checkout has no out/ folder yet.
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             stream = open(path, "ab" if append else "wb")  # noqa: SIM115 - the sink closes it
         except OSError as exc:
             raise StageConfigError(f"{who}: cannot write {path}: {exc.strerror or exc}") from None
