@@ -66,6 +66,7 @@ import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
@@ -706,6 +707,19 @@ def _ours_bytes_batch_consumer(made: _Lanes, plan: Plan, gate: Gate) -> Tally:
         lane.close()
 
 
+def _ours_bytes_copy_consumer(made: _Lanes, plan: Plan, gate: Gate) -> Tally:
+    from byteor import lanes
+
+    lane = lanes.attach(made.names[0])
+    try:
+        rx = lane.receiver()
+        tally = consume_batches(partial(rx.receive_batch, copy=True), plan, gate)
+        expect_nothing_more(raises(lambda: rx.receive(timeout=EXTRA_WAIT_S), lanes.LaneTimeout))
+        return _with_lane_counters(tally, lane)
+    finally:
+        lane.close()
+
+
 def _ours_numpy_producer(made: _Lanes, plan: Plan, gate: Gate) -> Sent:
     from byteor import lanes
 
@@ -847,6 +861,21 @@ PATHS: tuple[BenchPath, ...] = (
         what="events lane, send_batch(1024 memoryviews) / receive_batch(1024)",
         setup=_one_lane_setup,
         driver=_ours_bytes_batch_consumer,
+        helper=_ours_bytes_batch_producer,
+        teardown=_lanes_teardown,
+        counts={64: 3_000_000, 1024: 1_500_000},
+        default_count=1_500_000,
+        batch=1024,
+        requires=_LANES_REQ,
+        hint=_LANES_HINT,
+        ours=True,
+    ),
+    BenchPath(
+        name="ours/bytes-batch-copy",
+        kind="throughput",
+        what="events lane, send_batch(1024 memoryviews) / receive_batch(1024, copy=True)",
+        setup=_one_lane_setup,
+        driver=_ours_bytes_copy_consumer,
         helper=_ours_bytes_batch_producer,
         teardown=_lanes_teardown,
         counts={64: 3_000_000, 1024: 1_500_000},

@@ -757,11 +757,16 @@ class Consumer(AsyncConsumerMixin):
         return t, min(a - t, max_count)
 
     def receive_batch(
-        self, max_count: int, timeout: float | None = None
+        self, max_count: int, timeout: float | None = None, *, copy: bool = False
     ) -> list[memoryview | bytes]:
         """At least one and at most ``max_count`` messages, as views valid until the next
         receive or ``release()`` (copies for overrun consumers). A batch never crosses the
-        end of the ring, so it may hold fewer messages than are available."""
+        end of the ring, so it may hold fewer messages than are available.
+
+        With ``copy=True`` the messages are ``bytes`` of their own, made from one bulk copy of
+        the batch's slots: faster than views for a consumer that reads every message (the
+        copy streams the slots into the cache at once), and they stay valid for good.
+        """
         if self._overrun or self._validating:
             first = self.receive(timeout)
             out: list[memoryview | bytes] = [first]
@@ -776,19 +781,22 @@ class Consumer(AsyncConsumerMixin):
         count = min(count, self._cap - i)
         lengths: list[int] = (self._descriptors()[i : i + count, 0] & _LEN_MASK).tolist()
         slot = self._slot
-        if max(lengths) > slot:
-            k = max(range(count), key=lengths.__getitem__)
-            raise self._corrupt(t + k, lengths[k])
-        buf = self._buf
+        longest = max(lengths)
+        if longest > slot:
+            k = lengths.index(longest)
+            raise self._corrupt(t + k, longest)
         start = self._pay + i * slot
+        src: memoryview | bytes = self._buf
+        if copy:
+            src = bytes(self._buf[start : start + count * slot])
+            start = 0
         offsets = range(start, start + count * slot, slot)
         self._batch_from = t
         self._pos = t + count
         self._avail = self._pos  # the next receive publishes the release
-        n = lengths[0]
-        if min(lengths) == n == max(lengths):
-            return [buf[o : o + n] for o in offsets]
-        return [buf[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
+        if min(lengths) == longest:
+            return [src[o : o + longest] for o in offsets]
+        return [src[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
 
     def _descriptors(self) -> npt.NDArray[np.uint64]:
         ndesc = self._ndesc
