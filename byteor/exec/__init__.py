@@ -2,6 +2,8 @@
 
 * :class:`LaneGraphSP` runs every node in this process over in-memory lanes, with a
   deterministic scheduler (``single_ring`` specs run as their equivalent chain);
+* :class:`LaneGraphMP` runs the same node code with each ``process`` group of stages in a
+  worker process of its own, over shared-memory lanes, under a supervisor;
 * :func:`resolve_op` maps a stage's ``op`` to a :class:`byteor.kernel.Stage`: built-in ops,
   ``package.module:function`` and the ``byteor.ops`` entry-point group;
 * local sources and sinks (``file``, ``stdin``, ``generator``, ``stdout``, ``memory``) need no
@@ -43,6 +45,7 @@ from byteor.exec._local import (
     open_source,
     splitmix64,
 )
+from byteor.exec._mp import LaneGraphMP, processes_of, run_mp
 from byteor.exec._ops import BUILTIN_SUMMARIES, canonical_json, frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._resolve import ENTRY_POINT_GROUP, entry_point_ops, import_object, resolve_op
@@ -53,6 +56,9 @@ __all__ = [
     # executors
     "LaneGraphSP",
     "run_sp",
+    "LaneGraphMP",
+    "run_mp",
+    "processes_of",
     "DEFAULT_BATCH",
     "RunReport",
     "NodeReport",

@@ -70,4 +70,14 @@ class PipelineStalled(ExecError):
 
 
 class WorkerDied(ExecError):
-    """A worker process of a multi-process run exited before the pipeline finished."""
+    """A worker process of a multi-process run exited before the pipeline finished.
+
+    Attributes:
+        process: the spec's process name of the worker.
+        stages: the stages it ran.
+        exitcode: its exit status (negative: the signal that killed it).
+    """
+
+    process: str = ""
+    stages: tuple[str, ...] = ()
+    exitcode: int | None = None

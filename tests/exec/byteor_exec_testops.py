@@ -88,3 +88,18 @@ class SignalAt:
                 os.kill(os.getpid(), self.sig)
         self.n += 1
         return record
+
+
+class KillAt:
+    """SIGKILLs its own process when it sees record number ``param.at`` (the supervisor
+    tests: a worker dies mid-run, at an exact point, without a sleep)."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.at = int(ctx.params.get("at", "0"))
+        self.n = 0
+
+    def step(self, record: bytes) -> bytes:
+        if self.n == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.n += 1
+        return record
