@@ -1,4 +1,9 @@
-"""``byteor run SPEC|PLAN``: run a pipeline with LaneGraph SP (every node in this process).
+"""``byteor run SPEC|PLAN``: run a pipeline with LaneGraph SP or MP.
+
+``--executor sp`` runs every node in this process over in-memory lanes; ``mp`` runs each
+``process`` group of stages in a worker process over shared-memory lanes under a supervisor
+(sources, sinks and ``main`` stages in this process). ``auto`` (the default) picks ``mp`` when
+the spec places stages in more than one process, else ``sp``. Both give the same output bytes.
 
 A plan is lowered first (``--target``, default ``auto``). The run ends when every source has
 ended; SIGINT or SIGTERM stop it gracefully (sources stop reading, what was admitted drains to
@@ -35,9 +40,10 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
-        help="run a spec or plan in this process (LaneGraph SP) and summarize",
-        description="Run a pipeline spec or plan with the single-process LaneGraph executor "
-        "over in-memory lanes: deterministic, same output bytes on every run. Local adapters "
+        help="run a spec or plan (LaneGraph SP or MP) and summarize",
+        description="Run a pipeline spec or plan with the LaneGraph executor, in this process "
+        "(sp) or one process per stage group (mp): deterministic, the same output bytes with "
+        "either executor and on every run. Local adapters "
         "only (file, stdin, generator, stdout). SIGINT/SIGTERM drain and exit 0; a second "
         "signal exits at once. Exit 0 ok, 1 findings or a failed run, 2 unreadable or "
         "unsupported.",
@@ -51,6 +57,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--batch", type=int, default=64, help="most records a node moves at a time (default 64)"
+    )
+    p.add_argument(
+        "--executor",
+        choices=("auto", "sp", "mp"),
+        default="auto",
+        help="sp: every node in this process over in-memory lanes; mp: each stage "
+        "`process` group in a worker process over /dev/shm lanes, watched by this process "
+        "(a worker that dies fails the run, exit 1, naming its stages); auto (default): mp "
+        "when the spec places stages in more than one process, else sp",
     )
     add_json_flag(p)
     p.set_defaults(handler=_run)
@@ -119,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         BUILTIN_SUMMARIES,
         AdapterUnavailable,
         ExecError,
+        LaneGraphMP,
         LaneGraphSP,
         OpNotFound,
         RunReport,
@@ -159,6 +175,10 @@ def _run(args: argparse.Namespace) -> int:
     with _signals() as stop:
         try:
             executor = LaneGraphSP(spec, batch=args.batch)
+            if args.executor == "mp" or (
+                args.executor == "auto" and len({n.process for n in executor.graph.nodes}) > 1
+            ):
+                executor = LaneGraphMP(spec, batch=args.batch)
             report = executor.run(stop)
         except (AdapterUnavailable, OpNotFound, StageConfigError) as exc:
             return _fail(as_json, summary_to, str(exc), EXIT_USAGE, base)

@@ -1,0 +1,107 @@
+"""``byteor run --executor``: sp and mp give the same bytes; auto picks mp for placed stages;
+a worker that dies exits 1 naming its stage."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import multiprocessing
+import pathlib
+
+import pytest
+
+from byteor.cli import main
+
+EXEC_TESTS = pathlib.Path(__file__).resolve().parents[1] / "exec"
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(autouse=True)
+def _test_ops_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXEC_TESTS))
+
+
+SPEC = """\
+byteor.spec = 1
+pipeline.name = placed
+pipeline.target = lane_graph
+lane.raw.kind = events
+lane.raw.capacity = 32
+lane.raw.slot_bytes = 64
+lane.mid.kind = events
+lane.mid.capacity = 32
+lane.mid.slot_bytes = 64
+lane.done.kind = events
+lane.done.capacity = 32
+lane.done.slot_bytes = 64
+source.gen.adapter = generator
+source.gen.out = raw
+source.gen.param.count = 3000
+source.gen.param.template = r{{i}}-{{rand}}
+stage.up.op = byteor_exec_testops:upper
+stage.up.in = raw
+stage.up.out = mid
+stage.up.process = {up_process}
+stage.twice.op = byteor_exec_testops:{twice_op}
+stage.twice.in = mid
+stage.twice.out = done
+stage.twice.process = w2
+{extra}
+sink.out.adapter = file
+sink.out.in = done
+sink.out.param.path = {out}
+"""
+
+
+def spec_file(
+    tmp_path: pathlib.Path,
+    up_process: str = "w1",
+    twice_op: str = "explode",
+    extra: str = "",
+) -> tuple[str, pathlib.Path]:
+    out = tmp_path / "out.txt"
+    path = tmp_path / "p.spec"
+    path.write_text(SPEC.format(up_process=up_process, twice_op=twice_op, extra=extra, out=out))
+    return str(path), out
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object], str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_sp_and_mp_write_the_same_bytes_and_auto_picks_mp(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    path, out = spec_file(tmp_path)
+    docs = {}
+    for executor in ("sp", "mp", "auto"):
+        code, doc, _ = run(capsys, "run", path, "--json", "--executor", executor)
+        assert code == 0 and doc["records_out"] == 6000
+        assert doc["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+        docs[executor] = doc
+    assert docs["sp"]["executor"] == "lane_graph_sp"
+    assert docs["mp"]["executor"] == docs["auto"]["executor"] == "lane_graph_mp"
+    assert len({d["output_sha256"] for d in docs.values()}) == 1
+    assert docs["mp"]["stages"] == docs["sp"]["stages"]
+    # every stage in main: auto stays in this process
+    path, _ = spec_file(tmp_path, up_process="main", extra="")
+    pathlib.Path(path).write_text(pathlib.Path(path).read_text().replace("= w2", "= main"))
+    code, doc, _ = run(capsys, "run", path, "--json")
+    assert code == 0 and doc["executor"] == "lane_graph_sp"
+    assert multiprocessing.active_children() == []
+
+
+def test_a_dead_worker_exits_1_naming_its_stage(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    path, _ = spec_file(tmp_path, twice_op="KillAt", extra="stage.twice.param.at = 100")
+    code, doc, err = run(capsys, "run", path, "--json")
+    assert code == 1
+    assert "stage 'twice' died: process 'w2'" in err and "SIGKILL" in err
+    assert doc["exit_code"] == 1 and doc["executor"] == "lane_graph_mp"
+    assert multiprocessing.active_children() == []
+    assert glob.glob("/dev/shm/byteor-mp*-placed.*") == []
