@@ -3,7 +3,9 @@
 ``--executor sp`` runs every node in this process over in-memory lanes; ``mp`` runs each
 ``process`` group of stages in a worker process over shared-memory lanes under a supervisor
 (sources, sinks and ``main`` stages in this process). ``auto`` (the default) picks ``mp`` when
-the spec places stages in more than one process, else ``sp``. Both give the same output bytes.
+the spec places stages in more than one process, else ``sp``. ``ring`` runs a ``single_ring``
+spec over one SequencedSlots ring in shared memory, stages rewriting slots in place. All give
+the same output bytes.
 
 A plan is lowered first (``--target``, default ``auto``). The run ends when every source has
 ended; SIGINT or SIGTERM stop it gracefully (sources stop reading, what was admitted drains to
@@ -60,12 +62,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--executor",
-        choices=("auto", "sp", "mp"),
+        choices=("auto", "sp", "mp", "ring"),
         default="auto",
         help="sp: every node in this process over in-memory lanes; mp: each stage "
         "`process` group in a worker process over /dev/shm lanes, watched by this process "
         "(a worker that dies fails the run, exit 1, naming its stages); auto (default): mp "
-        "when the spec places stages in more than one process, else sp",
+        "when the spec places stages in more than one process, else sp; ring: a single_ring "
+        "spec over one shared-memory SequencedSlots ring, stages rewriting slots in place",
     )
     add_json_flag(p)
     p.set_defaults(handler=_run)
@@ -138,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         LaneGraphSP,
         OpNotFound,
         RunReport,
+        SingleRing,
         StageConfigError,
     )
     from byteor.spec import canonical_hash
@@ -171,6 +175,12 @@ def _run(args: argparse.Namespace) -> int:
         "spec_hash": canonical_hash(spec),
         "warnings": loaded.warnings,
     }
+    if args.executor == "ring" and spec.target != "single_ring":
+        message = (
+            f"--executor ring runs single_ring specs; this one targets {spec.target} "
+            "(lower the plan with --target single_ring, or use --executor sp or mp)"
+        )
+        return _fail(as_json, summary_to, message, EXIT_USAGE, base)
     started = time.perf_counter()
     with _signals() as stop:
         try:
@@ -179,6 +189,8 @@ def _run(args: argparse.Namespace) -> int:
                 args.executor == "auto" and len({n.process for n in executor.graph.nodes}) > 1
             ):
                 executor = LaneGraphMP(spec, batch=args.batch)
+            elif args.executor == "ring":
+                executor = SingleRing(spec, batch=args.batch)
             report = executor.run(stop)
         except (AdapterUnavailable, OpNotFound, StageConfigError) as exc:
             return _fail(as_json, summary_to, str(exc), EXIT_USAGE, base)

@@ -4,6 +4,8 @@
   deterministic scheduler (``single_ring`` specs run as their equivalent chain);
 * :class:`LaneGraphMP` runs the same node code with each ``process`` group of stages in a
   worker process of its own, over shared-memory lanes, under a supervisor;
+* :class:`SingleRing` runs a ``single_ring`` spec's chain over one SequencedSlots ring in
+  shared memory, each stage rewriting the slots in place;
 * :func:`resolve_op` maps a stage's ``op`` to a :class:`byteor.kernel.Stage`: built-in ops,
   ``package.module:function`` and the ``byteor.ops`` entry-point group;
 * local sources and sinks (``file``, ``stdin``, ``generator``, ``stdout``, ``memory``) need no
@@ -49,6 +51,7 @@ from byteor.exec._mp import LaneGraphMP, processes_of, run_mp
 from byteor.exec._ops import BUILTIN_SUMMARIES, canonical_json, frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._resolve import ENTRY_POINT_GROUP, entry_point_ops, import_object, resolve_op
+from byteor.exec._single_ring import SingleRing, run_single_ring
 from byteor.exec._sp import DEFAULT_BATCH, LaneGraphSP, run_sp
 from byteor.exec._stage import RecordStage, StageContext
 
@@ -58,6 +61,8 @@ __all__ = [
     "run_sp",
     "LaneGraphMP",
     "run_mp",
+    "SingleRing",
+    "run_single_ring",
     "processes_of",
     "DEFAULT_BATCH",
     "RunReport",

@@ -105,3 +105,48 @@ def test_a_dead_worker_exits_1_naming_its_stage(
     assert doc["exit_code"] == 1 and doc["executor"] == "lane_graph_mp"
     assert multiprocessing.active_children() == []
     assert glob.glob("/dev/shm/byteor-mp*-placed.*") == []
+
+
+PLAN = """\
+name = "ringed"
+
+[sources.gen]
+adapter = "generator"
+message_bytes = 96
+params = {{ count = "2000", seed = "5", keys = "4", template = '{{"id": {{i}}, "r": {{key}}}}' }}
+
+[stages.keep]
+op = "filter"
+inputs = ["gen"]
+params = {{ contains = '"r": 2' }}
+
+[stages.canon]
+op = "json_decode"
+inputs = ["keep"]
+
+[sinks.out]
+adapter = "file"
+inputs = ["canon"]
+params = {{ path = "{out}" }}
+"""
+
+
+def test_ring_runs_a_single_ring_plan_with_the_same_bytes(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "ring.ndjson"
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.format(out=out))
+    hashes = {}
+    for executor in ("sp", "ring"):
+        argv = ["run", str(plan), "--json", "--target", "single_ring", "--executor", executor]
+        code, doc, _ = run(capsys, *argv)
+        assert code == 0 and doc["target"] == "single_ring" and 0 < doc["records_out"] < 2000
+        assert doc["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+        hashes[executor] = doc["output_sha256"]
+        assert doc["executor"] == ("single_ring" if executor == "ring" else "lane_graph_sp")
+    assert hashes["sp"] == hashes["ring"]
+    code, doc, err = run(
+        capsys, "run", str(plan), "--json", "--executor", "ring", "--target", "lane_graph"
+    )
+    assert code == 2 and "--executor ring runs single_ring specs" in err
