@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "byteor.cli._spec",
     "byteor.cli._graph",
     "byteor.cli._run",
+    "byteor.cli._snapshot",
 )
 
 

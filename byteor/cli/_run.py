@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -69,6 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(a worker that dies fails the run, exit 1, naming its stages); auto (default): mp "
         "when the spec places stages in more than one process, else sp; ring: a single_ring "
         "spec over one shared-memory SequencedSlots ring, stages rewriting slots in place",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="mp and ring: name the run's shared-memory lanes byteor-NAME.<lane>, so that "
+        "`byteor snapshot NAME` can read them while it runs (default: a unique run id)",
     )
     add_json_flag(p)
     p.set_defaults(handler=_run)
@@ -175,6 +182,9 @@ def _run(args: argparse.Namespace) -> int:
         "spec_hash": canonical_hash(spec),
         "warnings": loaded.warnings,
     }
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", args.name):
+        message = f"--name {args.name!r}: use 1-100 of A-Z a-z 0-9 _ -"
+        return _fail(as_json, summary_to, message, EXIT_USAGE, base)
     if args.executor == "ring" and spec.target != "single_ring":
         message = (
             f"--executor ring runs single_ring specs; this one targets {spec.target} "
@@ -188,9 +198,9 @@ def _run(args: argparse.Namespace) -> int:
             if args.executor == "mp" or (
                 args.executor == "auto" and len({n.process for n in executor.graph.nodes}) > 1
             ):
-                executor = LaneGraphMP(spec, batch=args.batch)
+                executor = LaneGraphMP(spec, batch=args.batch, run_id=args.name)
             elif args.executor == "ring":
-                executor = SingleRing(spec, batch=args.batch)
+                executor = SingleRing(spec, batch=args.batch, run_id=args.name)
             report = executor.run(stop)
         except (AdapterUnavailable, OpNotFound, StageConfigError) as exc:
             return _fail(as_json, summary_to, str(exc), EXIT_USAGE, base)
@@ -203,6 +213,9 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"byteor: stopped at once by a second signal {exc.signum}\n")
             return 128 + exc.signum
     summary = base | report.to_dict() | {"elapsed_s": round(time.perf_counter() - started, 6)}
+    run_id = getattr(executor, "run_id", "")
+    if run_id:
+        summary["run_id"] = run_id
     if as_json:
         json.dump(summary, summary_to, indent=2, sort_keys=True)
         summary_to.write("\n")

@@ -103,3 +103,25 @@ class KillAt:
             os.kill(os.getpid(), signal.SIGKILL)
         self.n += 1
         return record
+
+
+class SnapshotAt:
+    """At record ``param.at``, writes ``byteor snapshot`` of run ``param.name`` (as JSON) to
+    ``param.into``: a snapshot taken mid-run from inside the run, with no timing involved."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.at = int(ctx.params["at"])
+        self.name = ctx.params["name"]
+        self.into = ctx.params["into"]
+        self.n = 0
+
+    def step(self, record: bytes) -> bytes:
+        if self.n == self.at:
+            import json
+
+            from byteor.cli._snapshot import read_snapshot
+
+            with open(self.into, "w") as f:
+                json.dump(read_snapshot(self.name), f)
+        self.n += 1
+        return record
