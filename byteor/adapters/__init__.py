@@ -1,0 +1,74 @@
+"""Adapters: bridges between external systems and lanes.
+
+A source delivers :class:`Record` batches, each with an :class:`Ack` (``ack``: fully
+processed downstream; ``nack``: deliver again); a sink writes :class:`OutRecord` batches and
+returns only once they are durably accepted. Adapters declare a config schema, capabilities
+and health, and are found through the ``byteor.adapters`` entry-point group::
+
+    adapter = byteor.adapters.load_adapter("redis")   # pip install 'byteor[redis]'
+    source = adapter.source({"url": "redis://127.0.0.1:6379", "stream": "in", ...})
+
+The error tree is drawn in ``byteor/adapters/_errors.py``.
+"""
+
+from __future__ import annotations
+
+from byteor.adapters._backoff import Backoff, retry
+from byteor.adapters._config import ADAPTER_CODES, ConfigField, ConfigSchema, ConfigValue
+from byteor.adapters._contract import Adapter, Backpressure, Capabilities, Health, Sink, Source
+from byteor.adapters._errors import (
+    AckError,
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterError,
+    AdapterNotFound,
+    AdapterUnavailable,
+    AdapterUnreachable,
+    map_errors,
+)
+from byteor.adapters._record import Ack, AckState, Headers, OutRecord, Record
+from byteor.adapters._registry import (
+    BUILTIN,
+    GROUP,
+    AdapterEntry,
+    available_adapters,
+    load_adapter,
+)
+
+__all__ = [
+    # records
+    "Record",
+    "OutRecord",
+    "Headers",
+    "Ack",
+    "AckState",
+    # the contract
+    "Source",
+    "Sink",
+    "Adapter",
+    "Capabilities",
+    "Backpressure",
+    "Health",
+    "ConfigSchema",
+    "ConfigField",
+    "ConfigValue",
+    "ADAPTER_CODES",
+    # errors
+    "AdapterError",
+    "AdapterUnreachable",
+    "AdapterAuthError",
+    "AdapterNotFound",
+    "AdapterConfigError",
+    "AdapterUnavailable",
+    "AckError",
+    "map_errors",
+    # reconnecting
+    "Backoff",
+    "retry",
+    # registry
+    "GROUP",
+    "AdapterEntry",
+    "BUILTIN",
+    "available_adapters",
+    "load_adapter",
+]
