@@ -4,7 +4,9 @@ A multi-process or SingleRing run keeps its lanes in ``/dev/shm/byteor-<NAME>.<l
 is ``byteor run --name``, else the run id ``mp<pid>-<n>-<pipeline>``). Each is attached
 (validated, read-only use: no endpoint is made, nothing is written) and its counters read:
 published, consumed, used, lag, full-waits, drops, overruns, per consumer position, lag and
-loss. Per-stage counters (records, errors) are in the run's summary, not in shared memory yet.
+loss. ``drops`` counts sends refused for lack of room (``send_nowait``): the executors retry
+them, so on events lanes it measures back-pressure, not loss. Per-stage counters (records,
+errors) are in the run's summary, not in shared memory yet.
 
 ``--watch [SECONDS]`` repeats the view (text: redrawn in place on a terminal; ``--json``: one
 document per line) until the run's lanes are gone or ``--count`` views were shown.

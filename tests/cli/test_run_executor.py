@@ -38,9 +38,9 @@ lane.done.capacity = 32
 lane.done.slot_bytes = 64
 source.gen.adapter = generator
 source.gen.out = raw
-source.gen.param.count = 3000
+source.gen.param.count = {count}
 source.gen.param.template = r{{i}}-{{rand}}
-stage.up.op = byteor_exec_testops:upper
+stage.up.op = byteor_exec_testops:{up_op}
 stage.up.in = raw
 stage.up.out = mid
 stage.up.process = {up_process}
@@ -60,10 +60,21 @@ def spec_file(
     up_process: str = "w1",
     twice_op: str = "explode",
     extra: str = "",
+    up_op: str = "upper",
+    count: int = 3000,
 ) -> tuple[str, pathlib.Path]:
     out = tmp_path / "out.txt"
     path = tmp_path / "p.spec"
-    path.write_text(SPEC.format(up_process=up_process, twice_op=twice_op, extra=extra, out=out))
+    path.write_text(
+        SPEC.format(
+            up_process=up_process,
+            twice_op=twice_op,
+            extra=extra,
+            out=out,
+            up_op=up_op,
+            count=count,
+        )
+    )
     return str(path), out
 
 
@@ -92,6 +103,26 @@ def test_sp_and_mp_write_the_same_bytes_and_auto_picks_mp(
     pathlib.Path(path).write_text(pathlib.Path(path).read_text().replace("= w2", "= main"))
     code, doc, _ = run(capsys, "run", path, "--json")
     assert code == 0 and doc["executor"] == "lane_graph_sp"
+    assert multiprocessing.active_children() == []
+
+
+def test_sigint_drains_every_process_and_exits_0(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    """The supervisor's own stage signals it at record 100: sources stop, the workers drain."""
+    path, out = spec_file(
+        tmp_path,
+        up_process="main",
+        up_op="SignalAt",
+        count=1_000_000,
+        extra="stage.up.param.at = 100\nstage.up.param.signal = int",
+    )
+    code, doc, _ = run(capsys, "run", path, "--json", "--executor", "mp", "--batch", "8")
+    assert code == 0 and doc["stopped"] is True and doc["executor"] == "lane_graph_mp"
+    admitted = doc["records_in"]
+    assert isinstance(admitted, int) and 100 < admitted < 1_000_000
+    assert doc["records_out"] == 2 * admitted
+    assert len(out.read_bytes().splitlines()) == 2 * admitted
     assert multiprocessing.active_children() == []
 
 
