@@ -86,8 +86,15 @@ class _Backoff:
         return min(0.0001 * (self.n - _SPINS), _MAX_SLEEP)
 
 
-def _drive(nodes: Sequence[_Node], stop: StopToken, batch: int, idle: Callable[[], None]) -> None:
-    """Run rounds over ``nodes`` until all are done; ``idle`` after a round that moved nothing."""
+def _drive(
+    nodes: Sequence[_Node],
+    stop: StopToken,
+    batch: int,
+    backoff: _Backoff,
+    idle: Callable[[float], None],
+) -> None:
+    """Run rounds over ``nodes`` until all are done; after a round that moved nothing, ``idle``
+    with the backoff's next timeout (a round that moves something starts the backoff over)."""
     while True:
         progress = False
         for n in nodes:
@@ -95,8 +102,10 @@ def _drive(nodes: Sequence[_Node], stop: StopToken, batch: int, idle: Callable[[
                 progress = True
         if all(n.done for n in nodes):
             return
-        if not progress:
-            idle()
+        if progress:
+            backoff.reset()
+        else:
+            idle(backoff.next_timeout())
 
 
 def _fold(n: _Node) -> NodeReport:
@@ -249,11 +258,7 @@ class LaneGraphMP(LaneGraphSP):
                 self.workers[process] = proc.pid or 0
             nodes = self._nodes(by_process["main"], made, stages)
             backoff = _Backoff()
-
-            def idle() -> None:
-                self._watch(workers, backoff.next_timeout())
-
-            _drive(nodes, stop, self._batch, idle)
+            _drive(nodes, stop, self._batch, backoff, lambda t: self._watch(workers, t))
             backoff.reset()
             while not all(w.finished for w in workers):
                 self._watch(workers, max(backoff.next_timeout(), 0.001))
@@ -386,10 +391,8 @@ def _worker_main(
         for name in sorted(wanted):
             mine[name] = lanes.attach(made[name].name)
         nodes = ex._nodes(defs, mine, stages)
-        backoff = _Backoff()
 
-        def idle() -> None:
-            timeout = backoff.next_timeout()
+        def idle(timeout: float) -> None:
             if timeout:
                 if os.getppid() != parent:
                     os._exit(1)
@@ -397,7 +400,7 @@ def _worker_main(
             else:
                 os.sched_yield()
 
-        _drive(nodes, StopToken(), ex._batch, idle)
+        _drive(nodes, StopToken(), ex._batch, _Backoff(), idle)
         conn.send(("ok", [_fold(n) for n in nodes]))
     except StageFailed as exc:
         conn.send(
