@@ -90,12 +90,16 @@ def load_adapter(name: str) -> Adapter:
                 f"the {name} adapter needs the {client!r} library: {entry.install_hint()}",
                 adapter=name,
             ) from exc
-        if entry.client_module is None and not missing.startswith("byteor"):
+        if missing == module_name or module_name.startswith(missing + "."):
             raise AdapterUnavailable(
-                f"the {name} adapter could not import {missing!r}: {entry.install_hint()}",
+                f"the {name} adapter's module {module_name!r} is not installed: "
+                f"{entry.install_hint()}",
                 adapter=name,
             ) from exc
-        raise
+        raise AdapterUnavailable(
+            f"the {name} adapter could not import {missing!r}: {entry.install_hint()}",
+            adapter=name,
+        ) from exc
     obj: object = module
     for part in attr.split(".") if attr else ():
         obj = getattr(obj, part)
