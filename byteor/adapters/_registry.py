@@ -44,6 +44,7 @@ BUILTIN: Final[dict[str, AdapterEntry]] = {
     e.name: e
     for e in (
         AdapterEntry("memory", "byteor.testing._memory:MemoryAdapter"),
+        AdapterEntry("redis", "byteor.adapters.redis:RedisAdapter", "redis", "redis"),
     )
 }
 

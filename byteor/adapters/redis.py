@@ -1,0 +1,316 @@
+"""``adapter = redis``: Redis Streams through consumer groups (``pip install 'byteor[redis]'``).
+
+Source: ``XREADGROUP`` as one consumer of a group. On start it first takes back what is
+pending — its own unacknowledged entries (a restart under the same consumer name) and, via
+``XAUTOCLAIM``, entries another consumer has held idle for ``claim_idle_ms`` (a dead one).
+``ack`` queues an ``XACK`` (sent with the next read, or at stop); ``nack`` hands the entry
+out again. Anything unacknowledged stays in the group's pending list, so a crash loses
+nothing and redelivers only that. Sink: ``XADD`` in one pipeline per batch, optionally
+trimmed with ``MAXLEN``; a batch is confirmed when Redis returned an id for every entry.
+
+An entry holds the fields ``p`` (payload), ``k`` (key, when there is one) and ``h``
+(headers: per header a 2-byte name length, the name, a 4-byte value length, the value).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+
+from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
+from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
+from byteor.adapters._errors import (
+    AdapterAuthError,
+    AdapterError,
+    AdapterNotFound,
+    AdapterUnreachable,
+    map_errors,
+)
+from byteor.adapters._record import Ack, OutRecord, Record
+from byteor.spec import Delivery
+
+__all__ = ["RedisAdapter", "RedisSource", "RedisSink", "encode_entry", "decode_entry"]
+
+_ERRORS: dict[type[BaseException], type[AdapterError]] = {
+    rex.AuthenticationError: AdapterAuthError,
+    rex.ConnectionError: AdapterUnreachable,
+    rex.TimeoutError: AdapterUnreachable,
+    OSError: AdapterUnreachable,
+    rex.ResponseError: AdapterError,
+}
+
+_H = struct.Struct(">H")
+_V = struct.Struct(">I")
+
+
+def encode_entry(rec: OutRecord) -> dict[bytes, bytes]:
+    fields = {b"p": rec.payload}
+    if rec.key is not None:
+        fields[b"k"] = rec.key
+    if rec.headers:
+        parts: list[bytes] = []
+        for name, value in rec.headers:
+            n = name.encode()
+            parts += [_H.pack(len(n)), n, _V.pack(len(value)), value]
+        fields[b"h"] = b"".join(parts)
+    return fields
+
+
+def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
+    headers: list[tuple[str, bytes]] = []
+    raw = fields.get(b"h", b"")
+    at = 0
+    while at < len(raw):
+        (nl,) = _H.unpack_from(raw, at)
+        at += 2
+        name = raw[at : at + nl].decode()
+        at += nl
+        (vl,) = _V.unpack_from(raw, at)
+        at += 4
+        headers.append((name, raw[at : at + vl]))
+        at += vl
+    return OutRecord(fields.get(b"p", b""), fields.get(b"k"), tuple(headers))
+
+
+def _address(url: str) -> str:
+    """``host:port`` of a redis:// URL (never the password)."""
+    u = urlsplit(url)
+    return f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"
+
+
+class RedisSource(Source):
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        start_at: str = "earliest",
+        create: bool = True,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self._url, self._stream, self._group, self._consumer = url, stream, group, consumer
+        self._start_at, self._create, self._claim_idle_ms = start_at, create, claim_idle_ms
+        self._address = _address(url)
+        self._client: aioredis.Redis | None = None
+        self._ready: deque[tuple[bytes, OutRecord]] = deque()
+        self._to_ack: list[bytes] = []
+        self._paused = False
+        self._stopped = False
+        self._epoch = 0
+
+    def _errors(self) -> Any:
+        return map_errors("redis", self._address, _ERRORS, what=f"stream {self._stream!r}")
+
+    async def start(self) -> None:
+        self._stopped = False
+        self._epoch += 1
+        client = aioredis.from_url(self._url)
+        with self._errors():
+            await client.ping()
+            if not self._create and not await client.exists(self._stream):
+                await client.aclose()
+                raise AdapterNotFound("redis", self._address, f"stream {self._stream!r}")
+            try:
+                await client.xgroup_create(
+                    self._stream,
+                    self._group,
+                    id="0" if self._start_at == "earliest" else "$",
+                    mkstream=self._create,
+                )
+            except rex.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            # Our own pending entries (a restart under the same name), then a dead peer's.
+            own: Any = await client.xreadgroup(
+                self._group, self._consumer, {self._stream: "0"}, count=None
+            )
+            for _, entries in own or []:
+                self._ready.extend((eid, decode_entry(f)) for eid, f in entries if f)
+            cursor: bytes | str = "0-0"
+            while True:
+                claim: Any = await client.xautoclaim(
+                    self._stream,
+                    self._group,
+                    self._consumer,
+                    self._claim_idle_ms,
+                    start_id=cursor,
+                    count=1000,
+                )
+                cursor, claimed = claim[0], claim[1]
+                self._ready.extend((eid, decode_entry(f)) for eid, f in claimed if f)
+                if cursor in (b"0-0", "0-0"):
+                    break
+        self._client = client
+
+    def _record(self, eid: bytes, rec: OutRecord) -> Record:
+        epoch = self._epoch
+
+        async def settle(ok: bool) -> None:
+            if self._stopped or epoch != self._epoch:
+                return  # still pending in Redis: it will be delivered again
+            if ok:
+                self._to_ack.append(eid)
+            else:
+                self._ready.append((eid, rec))
+
+        return Record(rec.payload, rec.key, rec.headers, eid, Ack(settle))
+
+    async def _flush_acks(self) -> None:
+        if self._to_ack and self._client is not None:
+            ids, self._to_ack = self._to_ack, []
+            with self._errors():
+                await self._client.xack(self._stream, self._group, *ids)
+
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+        client = self._client
+        if client is None or self._stopped:
+            raise AdapterError("redis: source is not started", adapter="redis")
+        await self._flush_acks()
+        if self._paused:
+            return []
+        out: list[Record] = []
+        while self._ready and len(out) < max_records:
+            out.append(self._record(*self._ready.popleft()))
+        if out:
+            return out
+        block = int(timeout_s * 1000) if timeout_s > 0 else None
+        with self._errors():
+            reply: Any = await client.xreadgroup(
+                self._group,
+                self._consumer,
+                {self._stream: ">"},
+                count=max_records,
+                block=block,
+            )
+        for _, entries in reply or []:
+            out.extend(self._record(eid, decode_entry(f)) for eid, f in entries)
+        return out
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        client = self._client
+        try:
+            await self._flush_acks()
+        finally:
+            self._stopped = True
+            self._ready.clear()
+            self._client = None
+            if client is not None:
+                await client.aclose()
+
+    def health(self) -> Health:
+        return Health(connected=self._client is not None and not self._stopped)
+
+
+class RedisSink(Sink):
+    def __init__(self, url: str, stream: str, *, maxlen: int = 0, approximate: bool = True) -> None:
+        self._url, self._stream = url, stream
+        self._maxlen, self._approximate = maxlen, approximate
+        self._address = _address(url)
+        self._client: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        client = aioredis.from_url(self._url)
+        with map_errors("redis", self._address, _ERRORS):
+            await client.ping()
+        self._client = client
+
+    async def write_batch(self, records: Sequence[OutRecord]) -> None:
+        client = self._client
+        if client is None:
+            raise AdapterError("redis: sink is not started", adapter="redis")
+        maxlen = self._maxlen or None
+        with map_errors("redis", self._address, _ERRORS, what=f"stream {self._stream!r}"):
+            pipe = client.pipeline(transaction=False)
+            for rec in records:
+                pipe.xadd(
+                    self._stream,
+                    encode_entry(rec),  # type: ignore[arg-type]
+                    maxlen=maxlen,
+                    approximate=self._approximate,
+                )
+            ids = await pipe.execute()
+        if len(ids) != len(records) or not all(ids):
+            raise AdapterError(
+                f"redis: XADD to {self._stream!r} confirmed {len(ids)} of {len(records)}",
+                adapter="redis",
+                address=self._address,
+                retriable=True,
+            )
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def health(self) -> Health:
+        return Health(connected=self._client is not None)
+
+
+class RedisAdapter(Adapter):
+    name = "redis"
+    summary = "Redis Streams (consumer groups)"
+    extra = "redis"
+    client_module = "redis"
+    config = ConfigSchema(
+        "redis",
+        (
+            ConfigField("url", str, "redis://127.0.0.1:6379", "redis:// URL of the server"),
+            ConfigField("stream", str, doc="the stream key"),
+            ConfigField("group", str, "byteor", "consumer group of a source"),
+            ConfigField("consumer", str, "", "consumer name (default: host-pid)"),
+            ConfigField("start", str, "earliest", "where a new group starts",
+                        ("earliest", "latest")),
+            ConfigField("create", bool, True, "create the stream and group if missing"),
+            ConfigField("claim_idle_ms", int, 30_000, "take over entries idle this long"),
+            ConfigField("maxlen", int, 0, "sink: trim the stream to about this many (0: no)"),
+            ConfigField("approximate", bool, True, "sink: trim with ~ (cheaper)"),
+        ),
+    )
+    capabilities = Capabilities(
+        source=Delivery("at-least-once", "per-stream", "XACK after every sink confirmed"),
+        sink=Delivery("at-least-once", "per-stream", "XADD returned an id"),
+        max_batch=10_000,
+        backpressure="pause",
+    )
+
+    def make_source(self, config: Mapping[str, ConfigValue]) -> Source:
+        consumer = str(config["consumer"]) or f"{socket.gethostname()}-{os.getpid()}"
+        return RedisSource(
+            str(config["url"]),
+            str(config["stream"]),
+            str(config["group"]),
+            consumer,
+            start_at=str(config["start"]),
+            create=bool(config["create"]),
+            claim_idle_ms=int(config["claim_idle_ms"]),
+        )
+
+    def make_sink(self, config: Mapping[str, ConfigValue]) -> Sink:
+        return RedisSink(
+            str(config["url"]),
+            str(config["stream"]),
+            maxlen=int(config["maxlen"]),
+            approximate=bool(config["approximate"]),
+        )

@@ -1,0 +1,142 @@
+"""The Redis Streams adapter against the real Redis on 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import redis.asyncio as aioredis
+
+from byteor.adapters import AdapterError, AdapterUnreachable, OutRecord, Sink, Source, load_adapter
+from byteor.adapters.redis import RedisAdapter, RedisSink, RedisSource, decode_entry, encode_entry
+from byteor.testing import ConformanceTests, Harness
+
+URL = "redis://127.0.0.1:6379"
+
+
+class RedisHarness(Harness):
+    def __init__(self) -> None:
+        self.stream = f"byteor-test-{uuid.uuid4().hex}"
+        self.client = aioredis.from_url(URL)
+
+    async def new_source(self, consumer: str = "c1", claim_idle_ms: int = 30_000) -> Source:
+        src = RedisSource(URL, self.stream, "g", consumer, claim_idle_ms=claim_idle_ms)
+        await src.start()
+        return src
+
+    async def new_sink(self) -> Sink:
+        sink = RedisSink(URL, self.stream)
+        await sink.start()
+        return sink
+
+    async def produce(self, records: Sequence[OutRecord]) -> None:
+        for r in records:
+            await self.client.xadd(self.stream, encode_entry(r))  # type: ignore[arg-type]
+
+    async def written(self) -> list[OutRecord]:
+        return [decode_entry(f) for _, f in await self.client.xrange(self.stream)]
+
+    async def rejecting_sink(self) -> Sink | None:
+        key = self.stream + "-not-a-stream"
+        await self.client.set(key, b"x")  # XADD on a string: WRONGTYPE
+        self.extra_key = key
+        sink = RedisSink(URL, key)
+        await sink.start()
+        return sink
+
+    async def close(self) -> None:
+        await self.client.delete(self.stream, self.stream + "-not-a-stream")
+        await self.client.aclose()
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[RedisHarness]:
+    h = RedisHarness()
+    yield h
+    await h.close()
+
+
+class TestRedisConformance(ConformanceTests):
+    pass  # the module-level `harness` fixture serves
+
+
+def test_entry_encoding_round_trips_every_field() -> None:
+    rec = OutRecord(b"\x00body", b"key", (("a", b""), ("a", b"\xff" * 70000), ("\u00e9", b"v")))
+    assert decode_entry(encode_entry(rec)) == rec
+    assert decode_entry(encode_entry(OutRecord(b""))) == OutRecord(b"", None, ())
+
+
+async def test_ten_thousand_records_round_trip(harness: RedisHarness) -> None:
+    sent = [
+        OutRecord(f"payload-{i}".encode(), f"k{i % 7}".encode(), (("n", str(i).encode()),))
+        for i in range(10_000)
+    ]
+    sink = await harness.new_sink()
+    for at in range(0, len(sent), 500):
+        await sink.write_batch(sent[at : at + 500])
+    await sink.stop()
+    src = await harness.new_source()
+    got: list[OutRecord] = []
+    while len(got) < len(sent):
+        batch = await src.next_batch(1000, timeout_s=2.0)
+        assert batch, f"stalled after {len(got)} records"
+        for r in batch:
+            got.append(r.out())
+            await r.ack.ack()
+    assert await src.next_batch(1000, timeout_s=0.2) == []
+    await src.stop()
+    assert got == sent  # exact content, and so per-key order
+    pending = await harness.client.xpending(harness.stream, "g")
+    assert pending["pending"] == 0, "every acked entry was XACKed"
+
+
+async def test_a_dead_consumers_pending_entries_are_claimed(harness: RedisHarness) -> None:
+    await harness.produce([OutRecord(f"r{i}".encode()) for i in range(10)])
+    dead = await harness.new_source(consumer="dead")
+    got = await dead.next_batch(10, timeout_s=1.0)
+    assert len(got) == 10
+    await got[0].ack.ack()
+    await got[1].ack.ack()
+    await dead.next_batch(1)  # flushes the two XACKs; the rest stay pending, then it "dies"
+    alive = await harness.new_source(consumer="alive", claim_idle_ms=0)
+    back = await alive.next_batch(100, timeout_s=1.0)
+    assert sorted(r.payload for r in back) == sorted(f"r{i}".encode() for i in range(2, 10))
+    for r in back:
+        await r.ack.ack()
+    await alive.stop()
+    await dead.stop()
+    pending = await harness.client.xpending(harness.stream, "g")
+    assert pending["pending"] == 0
+
+
+async def test_sink_trims_with_maxlen(harness: RedisHarness) -> None:
+    sink = RedisSink(URL, harness.stream, maxlen=100, approximate=False)
+    await sink.start()
+    await sink.write_batch([OutRecord(str(i).encode()) for i in range(250)])
+    await sink.stop()
+    written = await harness.written()
+    assert [r.payload for r in written] == [str(i).encode() for i in range(150, 250)]
+
+
+async def test_unreachable_server_names_adapter_and_address() -> None:
+    src = RedisSource("redis://127.0.0.1:1", "s", "g", "c")
+    with pytest.raises(AdapterUnreachable) as info:
+        await src.start()
+    assert info.value.retriable
+    assert str(info.value).startswith("redis: cannot reach 127.0.0.1:1")
+
+
+async def test_missing_stream_without_create_is_not_found(harness: RedisHarness) -> None:
+    src = RedisSource(URL, harness.stream, "g", "c", create=False)
+    with pytest.raises(AdapterError) as info:
+        await src.start()
+    assert not info.value.retriable
+    assert f"stream {harness.stream!r} does not exist on 127.0.0.1:6379" in str(info.value)
+
+
+def test_registry_loads_the_redis_adapter() -> None:
+    adapter = load_adapter("redis")
+    assert isinstance(adapter, RedisAdapter)
+    assert adapter.declaration().sink is not None
+    assert adapter.config.validate({"stream": "s", "start": "middle"})[1][0].code == "AD504"
