@@ -53,7 +53,20 @@ class MemoryTopic:
         self.capacity = capacity
         self.records: list[OutRecord] = []
         self.groups: dict[str, _Group] = {}
-        self.changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set when records arrive or come back; one event per event loop (a broker may
+        outlive the loop that first used it, e.g. across ``asyncio.run`` calls)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._changed is None or (loop is not None and loop is not self._loop):
+            self._changed, self._loop = asyncio.Event(), loop
+        return self._changed
 
     def group(self, name: str) -> _Group:
         return self.groups.setdefault(name, _Group())

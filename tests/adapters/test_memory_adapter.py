@@ -137,3 +137,29 @@ def test_memory_adapter_config_is_validated() -> None:
         adapter.source({"topik": "x"})
     with pytest.raises(AdapterConfigError, match=r"AD503.*capacity"):
         adapter.sink({"topic": "x", "capacity": "many"})
+
+
+def test_a_broker_outlives_its_event_loop() -> None:
+    # A named broker used from two asyncio.run calls: waiting must not hit a loop-bound event.
+    import asyncio
+
+    adapter = load_adapter("memory")
+    cfg = {"topic": "t", "broker": "two-loops"}
+
+    async def write_then_wait() -> list[bytes]:
+        sink, src = adapter.sink(cfg), adapter.source(cfg)
+        await sink.start()
+        await src.start()
+        await sink.write_batch([OutRecord(b"x")])
+        got = await src.next_batch(10, timeout_s=0.5)
+        for r in got:
+            await r.ack.ack()
+        assert await src.next_batch(10, timeout_s=0.05) == []  # waits on the event
+        await src.stop()
+        return [r.payload for r in got]
+
+    try:
+        assert asyncio.run(write_then_wait()) == [b"x"]
+        assert asyncio.run(write_then_wait()) == [b"x"]
+    finally:
+        MemoryBroker.drop("two-loops")
