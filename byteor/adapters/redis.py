@@ -14,17 +14,19 @@ An entry holds the fields ``p`` (payload), ``k`` (key, when there is one) and ``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 
+from byteor.adapters._backoff import Backoff, retry
 from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
 from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
 from byteor.adapters._errors import (
@@ -46,6 +48,11 @@ _ERRORS: dict[type[BaseException], type[AdapterError]] = {
     OSError: AdapterUnreachable,
     rex.ResponseError: AdapterError,
 }
+
+T = TypeVar("T")
+
+#: Reconnecting a source: about 25 s of attempts before the error surfaces.
+RECONNECT = Backoff(initial_s=0.05, max_s=2.0, max_attempts=20)
 
 _H = struct.Struct(">H")
 _V = struct.Struct(">I")
@@ -97,7 +104,10 @@ class RedisSource(Source):
         start_at: str = "earliest",
         create: bool = True,
         claim_idle_ms: int = 30_000,
+        backoff: Backoff = RECONNECT,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._backoff, self._sleep = backoff, sleep
         self._url, self._stream, self._group, self._consumer = url, stream, group, consumer
         self._start_at, self._create, self._claim_idle_ms = start_at, create, claim_idle_ms
         self._address = _address(url)
@@ -165,11 +175,24 @@ class RedisSource(Source):
 
         return Record(rec.payload, rec.key, rec.headers, eid, Ack(settle))
 
+    async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """One command, retried with backoff while the server is unreachable (redis-py
+        opens a fresh connection on the next attempt)."""
+        client = self._client
+        if client is None:
+            raise AdapterError("redis: source is not started", adapter="redis")
+
+        async def once() -> T:
+            with self._errors():
+                return await fn(client)
+
+        return await retry(once, self._backoff, sleep=self._sleep)
+
     async def _flush_acks(self) -> None:
         if self._to_ack and self._client is not None:
-            ids, self._to_ack = self._to_ack, []
-            with self._errors():
-                await self._client.xack(self._stream, self._group, *ids)
+            ids = list(self._to_ack)
+            await self._call(lambda c: c.xack(self._stream, self._group, *ids))
+            del self._to_ack[: len(ids)]  # only once Redis has them
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         client = self._client
@@ -184,14 +207,11 @@ class RedisSource(Source):
         if out:
             return out
         block = int(timeout_s * 1000) if timeout_s > 0 else None
-        with self._errors():
-            reply: Any = await client.xreadgroup(
-                self._group,
-                self._consumer,
-                {self._stream: ">"},
-                count=max_records,
-                block=block,
+        reply: Any = await self._call(
+            lambda c: c.xreadgroup(
+                self._group, self._consumer, {self._stream: ">"}, count=max_records, block=block
             )
+        )
         for _, entries in reply or []:
             out.extend(self._record(eid, decode_entry(f)) for eid, f in entries)
         return out

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -140,3 +143,61 @@ def test_registry_loads_the_redis_adapter() -> None:
     assert isinstance(adapter, RedisAdapter)
     assert adapter.declaration().sink is not None
     assert adapter.config.validate({"stream": "s", "start": "middle"})[1][0].code == "AD504"
+
+
+async def test_source_reconnects_when_the_server_restarts_mid_stream(tmp_path: Path) -> None:
+    # A Redis of our own (the shared one must not be restarted), persisting to an AOF so the
+    # stream and the group's pending list survive the restart.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}"
+    argv = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
+    ]
+
+    async def serve() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                await asyncio.open_connection("127.0.0.1", port)
+                return proc
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    proc = await serve()
+    try:
+        sink = RedisSink(url, "s")
+        await sink.start()
+        await sink.write_batch([OutRecord(f"r{i}".encode()) for i in range(100)])
+        await sink.stop()
+        src = RedisSource(url, "s", "g", "c")
+        await src.start()
+        first = await src.next_batch(50, timeout_s=1.0)
+        assert len(first) == 50
+        for r in first:
+            await r.ack.ack()
+        assert len(await src.next_batch(10)) == 10  # flushes the 50 XACKs; these 10 stay unacked
+        proc.terminate()
+        await proc.wait()
+
+        async def restart_later() -> asyncio.subprocess.Process:
+            await asyncio.sleep(0.5)
+            return await serve()
+
+        restarting = asyncio.create_task(restart_later())
+        rest = await src.next_batch(100, timeout_s=1.0)  # retried until the server is back
+        proc = await restarting
+        assert sorted(r.payload for r in rest) == sorted(f"r{i}".encode() for i in range(60, 100))
+        for r in rest:
+            await r.ack.ack()
+        await src.stop()
+        check = aioredis.from_url(url)
+        pending = await check.xpending("s", "g")
+        await check.aclose()
+        assert pending["pending"] == 10  # exactly the 10 handed out and never acked
+    finally:
+        proc.terminate()
+        await proc.wait()
