@@ -201,3 +201,54 @@ async def test_source_reconnects_when_the_server_restarts_mid_stream(tmp_path: P
     finally:
         proc.terminate()
         await proc.wait()
+
+
+VICTIM = """
+import asyncio, sys
+from byteor.adapters.redis import RedisSource
+
+async def main() -> None:
+    src = RedisSource(sys.argv[1], sys.argv[2], "g", "victim")
+    await src.start()
+    got = []
+    while len(got) < 30:
+        got += await src.next_batch(30 - len(got), timeout_s=1.0)
+    for r in got[:20]:
+        await r.ack.ack()
+    src.pause()
+    assert await src.next_batch(1) == []  # paused: sends the 20 XACKs, takes nothing new
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_consumer_killed_mid_stream_loses_nothing(harness: RedisHarness) -> None:
+    import signal
+    import sys
+
+    sent = [f"r{i}".encode() for i in range(100)]
+    await harness.produce([OutRecord(p) for p in sent])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", VICTIM, URL, harness.stream, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line == b"ready\n"
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    # Restarted under the same consumer name: its 10 unacked entries first, then the rest.
+    src = await harness.new_source(consumer="victim")
+    got: list[bytes] = []
+    while True:
+        batch = await src.next_batch(1000, timeout_s=0.3)
+        if not batch:
+            break
+        for r in batch:
+            got.append(r.payload)
+            await r.ack.ack()
+    await src.stop()
+    assert got[:10] == sent[20:30], "the unacked records come back first, in order"
+    assert got == sent[20:], "nothing lost, nothing acked delivered again"
+    assert (await harness.client.xpending(harness.stream, "g"))["pending"] == 0
