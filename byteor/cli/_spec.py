@@ -236,9 +236,7 @@ def _compatibility(args: argparse.Namespace) -> int:
         return _report_invalid(args, exc)
     assert a.spec is not None and b.spec is not None
     report = check_compatibility(a.spec, b.spec)
-    lines = [
-        f"{r.impact} {r.code} [{r.key}]: {r.message}" for r in report.reasons
-    ]
+    lines = [f"{r.impact} {r.code} [{r.key}]: {r.message}" for r in report.reasons]
     verdict = (
         "compatible: B can replace a running A in place"
         if report.compatible
