@@ -47,7 +47,9 @@ BUILTIN: Final[dict[str, AdapterEntry]] = {
         AdapterEntry("redis", "byteor.adapters.redis:RedisAdapter", "redis", "redis"),
         AdapterEntry("kafka", "byteor.adapters.kafka:KafkaAdapter", "kafka", "aiokafka"),
         AdapterEntry("nats", "byteor.adapters.nats:NatsAdapter", "nats", "nats"),
-        AdapterEntry("rabbitmq", "byteor.adapters.rabbitmq:RabbitMQAdapter", "rabbitmq", "aio_pika"),
+        AdapterEntry(
+            "rabbitmq", "byteor.adapters.rabbitmq:RabbitMQAdapter", "rabbitmq", "aio_pika"
+        ),
     )
 }
 
