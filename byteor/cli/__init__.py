@@ -16,6 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import ClassVar, NoReturn
 
 from byteor import __version__
 from byteor.cli._output import EXIT_USAGE, CliError, emit_error
@@ -34,21 +35,49 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error under ``--json`` also prints the JSON document.
+
+    Scripts that pass ``--json`` parse stdout; a misspelt option must not leave them with
+    nothing to parse. Subcommand parsers inherit the class (``add_subparsers`` uses it).
+    """
+
+    json_output: ClassVar[bool] = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_output:
+            command = self.prog.removeprefix("byteor").strip()
+            text = f"{command}: {message}" if command else message
+            emit_error(argparse.Namespace(json=True), text, EXIT_USAGE)
+            sys.exit(EXIT_USAGE)
+        super().error(message)
+
+
+class _JsonParser(_Parser):
+    json_output = True
+
+
+def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
+    parser_class = _JsonParser if json_output else _Parser
+    parser = parser_class(
         prog="byteor",
         description="ByteOr operator CLI: lanes, specs, pipelines.",
         epilog="Exit codes: 0 ok, 1 findings or differences, 2 usage error or unreadable input.",
     )
     parser.add_argument("--version", action="version", version=f"byteor {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        parser_class=parser_class,
+    )
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(json_output="--json" in argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

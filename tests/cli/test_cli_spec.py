@@ -117,6 +117,27 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["validate", "--json", "--bogus", "x"], "unrecognized arguments: --bogus"),
+        (["validate", "--json"], "validate: the following arguments are required: file"),
+        (["--json", "nope"], "invalid choice: 'nope'"),
+    ],
+)
+def test_usage_error_under_json_prints_one_json_document(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["exit_code"] == 2
+    assert says in doc["error"]
+    assert says in err
+
+
 def test_invalid_plan(capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path) -> None:
     plan = write(tmp_path, "p.toml", 'name = "p"\n[sources.a]\nadapter = "kafka"\n[sinks.b]\n'
                  'adapter = "stdout"\ninputs = ["aa"]\n')  # fmt: skip
