@@ -16,6 +16,8 @@ and ``__import__("x")`` with a literal name count as imports of ``x``.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,3 +355,17 @@ def test_checker_lanes_may_use_kernel_errors_and_io() -> None:
     source = "import os, mmap, ctypes\nfrom byteor.kernel.barrier import SeqBarrier\n"
     source += "from byteor.errors import ByteorError\n"
     assert check(LANES, source, "byteor.lanes._x") == []
+
+
+def test_facade_names_every_layer_lazily() -> None:
+    """``import byteor`` imports no layer; each facade name resolves to its layer's object."""
+    code = (
+        "import sys, byteor\n"
+        "assert not any(m.startswith(('byteor.exec', 'byteor.lanes')) for m in sys.modules)\n"
+        "import byteor.exec, byteor.lower, byteor.spec\n"
+        "assert byteor.run_sp is byteor.exec.run_sp\n"
+        "assert byteor.lower_v2 is byteor.lower.lower_v2\n"
+        "assert byteor.canonical_hash is byteor.spec.canonical_hash\n"
+        "assert all(hasattr(byteor, n) for n in byteor.__all__)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
