@@ -8,7 +8,7 @@ from byteor.cli._output import EXIT_USAGE, add_json_flag
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure lanes (and later pipelines) against peers")
+    bench = sub.add_parser("bench", help="measure lanes and adapters against peers")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
     lanes = bench_sub.add_parser(
         "lanes",
@@ -51,6 +51,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lanes.add_argument("--list", action="store_true", help="list the paths and exit")
     lanes.set_defaults(handler=_run_lanes)
 
+    adapters = bench_sub.add_parser(
+        "adapters",
+        help="each adapter's source and sink against a hand-written loop",
+        description=(
+            "Measure each adapter's source and sink in records/s against a hand-written asyncio"
+            " loop using the same client library for the same work, in the same run, and"
+            " print ours/hand (target: >= 0.90). Needs the servers (scripts/services.sh); an"
+            " adapter whose server or client library is missing is reported as skipped."
+            " Progress goes to stderr. Exit 1 when any run fails its checks (a record lost,"
+            " duplicated or not acknowledged upstream, an error, a hang)."
+        ),
+    )
+    add_json_flag(adapters)
+    adapters.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME,...",
+        help="only these adapters (comma-separated, repeatable; default: all)",
+    )
+    adapters.add_argument(
+        "--records", type=int, metavar="N", help="records per run (default: 50000; --quick 5000)"
+    )
+    adapters.add_argument("--size", type=int, metavar="BYTES", help="payload size (default: 128)")
+    adapters.add_argument("--batch", type=int, metavar="N", help="records per batch (default: 500)")
+    adapters.add_argument(
+        "--repeat", type=int, metavar="N", help="runs per side (default: 3; --quick 1)"
+    )
+    adapters.add_argument(
+        "--quick", action="store_true", help="5000 records, one run per side (seconds)"
+    )
+    adapters.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a run that takes longer fails as hung (default: 120)",
+    )
+    adapters.add_argument(
+        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
+    )
+    adapters.add_argument("--list", action="store_true", help="list the adapter cases and exit")
+    adapters.set_defaults(handler=_run_adapters)
+
     def _help(args: argparse.Namespace) -> int:
         bench.print_help()
         return EXIT_USAGE
@@ -61,5 +104,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run_lanes(args: argparse.Namespace) -> int:
     # Imported on use: the benchmark pulls in numpy and the peers, the rest of the CLI must not.
     from byteor.bench.lanes import run_cli
+
+    return run_cli(args)
+
+
+def _run_adapters(args: argparse.Namespace) -> int:
+    from byteor.bench.adapters import run_cli
 
     return run_cli(args)

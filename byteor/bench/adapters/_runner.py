@@ -1,0 +1,406 @@
+"""Running the adapter cases: skips, interleaving, summaries, the table and the JSON document."""
+
+# ruff: noqa: PLC0415 - each case module imports its client library; it is imported where it is
+#   used, so one missing library makes that case "skipped" instead of failing the benchmark.
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.metadata
+import json
+import os
+import shlex
+import statistics
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from byteor.adapters import AdapterError
+from byteor.bench.adapters._harness import (
+    Case,
+    Impl,
+    Kind,
+    Plan,
+    bounded,
+    payloads,
+    time_sink,
+    time_source,
+)
+from byteor.bench.lanes import (
+    BenchFailure,
+    _fmt_rate,
+    _say,
+    _speed_probe_ns,
+    machine_info,
+    source_info,
+)
+from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+
+__all__ = ["CASES", "TARGET", "Row", "run_benchmark", "summarise", "run_cli"]
+
+#: adapter name -> "module:Case"; a case whose adapter has not landed is reported as skipped.
+CASES: dict[str, str] = {
+    "redis": "byteor.bench.adapters.redis:RedisCase",
+}
+TARGET = 0.90  # ours / hand-written, issue 5
+RECORDS = 50_000
+QUICK_RECORDS = 5_000
+SIZE = 128
+BATCH = 500
+REPEAT = 3
+KINDS: tuple[Kind, ...] = ("source", "sink")
+
+
+@dataclass
+class Row:
+    """One adapter side (source or sink): its runs, ours and hand-written."""
+
+    adapter: str
+    kind: Kind
+    status: str = "ok"  # ok | skipped | failed
+    detail: str = ""
+    ours_what: str = ""
+    hand_what: str = ""
+    runs: dict[Impl, list[dict[str, Any]]] = field(default_factory=lambda: {"hand": [], "ours": []})
+
+
+def _load_case(name: str) -> Case | str:
+    """The case for adapter ``name``, or why it cannot run here (one line)."""
+    module_name, _, attr = CASES[name].partition(":")
+    try:
+        from byteor.adapters import load_adapter
+
+        load_adapter(name)
+        case: Case = getattr(importlib.import_module(module_name), attr)()
+    except AdapterError as exc:
+        return str(exc)
+    except ImportError as exc:
+        return f"{name}: cannot import {exc.name or exc} (pip install 'byteor[{name}]')"
+    return case.skip_reason() or case
+
+
+def _tag(case: Case, kind: Kind, impl: Impl, rep: int) -> str:
+    return f"{case.name}-{kind}-{impl}-{rep}-{uuid.uuid4().hex[:8]}"
+
+
+async def _run_once(
+    case: Case, kind: Kind, impl: Impl, plan: Plan, items: list[bytes], rep: int, timeout_s: float
+) -> dict[str, Any]:
+    """One timed run on a fresh target; checked before it becomes a number."""
+    target = await case.create(_tag(case, kind, impl, rep))
+    try:
+        if kind == "source":
+            await case.prefill(target, items, plan.batch)
+            side = case.source(impl, target, plan)
+            try:
+                tally = await bounded(time_source(side, plan), timeout_s)
+            finally:
+                await side.abort()
+            await case.verify_source(target, plan)
+            return {
+                "rate": tally.rate,
+                "elapsed_s": tally.elapsed_ns / 1e9,
+                "records": tally.received,
+                "first_batch": tally.first,
+            }
+        sink = case.sink(impl, target, plan)
+        written = await bounded(time_sink(sink, plan, items), timeout_s)
+        await case.verify_sink(target, plan)
+        return {
+            "rate": written.rate,
+            "elapsed_s": written.elapsed_ns / 1e9,
+            "records": plan.records,
+        }
+    finally:
+        await case.drop(target)
+
+
+async def _run_all(
+    cases: Sequence[Case],
+    rows: dict[tuple[str, Kind], Row],
+    plan: Plan,
+    repeat: int,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> None:
+    items = payloads(plan)
+    total = len(cases) * len(KINDS) * 2 * repeat
+    done = 0
+    try:
+        for rep in range(repeat):
+            # Alternate who goes first, so drift and warm-up do not favour one side.
+            order: tuple[Impl, Impl] = ("hand", "ours") if rep % 2 == 0 else ("ours", "hand")
+            for case in cases:
+                for kind in KINDS:
+                    row = rows[(case.name, kind)]
+                    for impl in order:
+                        done += 1
+                        if row.status != "ok":
+                            continue  # one failure is enough
+                        label = (
+                            f"[{done:>2}/{total}] {case.name:<9} {kind:<6} {impl:<4}"
+                            f"  run {rep + 1}/{repeat}"
+                        )
+                        probe = _speed_probe_ns()
+                        try:
+                            run = await _run_once(case, kind, impl, plan, items, rep, timeout_s)
+                        except (BenchFailure, AdapterError) as exc:
+                            row.status, row.detail = "failed", f"{impl}: {exc}"
+                            progress(f"{label}  FAILED: {exc}")
+                            continue
+                        except Exception as exc:  # a client-library error: one line, not a trace
+                            row.status = "failed"
+                            row.detail = f"{impl}: {type(exc).__name__}: {exc}"
+                            progress(f"{label}  FAILED: {row.detail}")
+                            continue
+                        run["probe_ns"] = probe
+                        row.runs[impl].append(run)
+                        progress(f"{label}  {_fmt_rate(run['rate'])} records/s")
+    finally:
+        for case in cases:
+            await case.close()
+
+
+def run_benchmark(
+    names: Sequence[str],
+    plan: Plan,
+    *,
+    repeat: int = REPEAT,
+    timeout_s: float = 120.0,
+    progress: Callable[[str], None] = _say,
+) -> tuple[list[Row], dict[str, str]]:
+    """Run every named case (source and sink, ours and by hand) ``repeat`` times, interleaved.
+
+    Returns the rows and the server version of each case that ran.
+    """
+    rows: dict[tuple[str, Kind], Row] = {}
+    cases: list[Case] = []
+    for name in names:
+        loaded = _load_case(name)
+        for kind in KINDS:
+            row = rows[(name, kind)] = Row(name, kind)
+            if isinstance(loaded, str):
+                row.status, row.detail = "skipped", loaded
+            else:
+                row.ours_what = getattr(loaded, f"ours_{kind}")
+                row.hand_what = getattr(loaded, f"hand_{kind}")
+        if isinstance(loaded, str):
+            progress(f"{name}: skipped ({loaded})")
+        else:
+            cases.append(loaded)
+    servers: dict[str, str] = {}
+
+    async def main() -> None:
+        for case in cases:
+            servers[case.name] = await case.server()
+        await _run_all(cases, rows, plan, repeat, timeout_s, progress)
+
+    asyncio.run(main())
+    return list(rows.values()), servers
+
+
+def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Best/median per impl, ours/hand (median over median, and per adjacent pair)."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        doc: dict[str, Any] = {
+            "adapter": row.adapter,
+            "kind": row.kind,
+            "status": row.status,
+            "detail": row.detail,
+            "ours": row.ours_what,
+            "hand": row.hand_what,
+            "runs": row.runs,
+        }
+        hand = [r["rate"] for r in row.runs["hand"]]
+        ours = [r["rate"] for r in row.runs["ours"]]
+        if row.status == "ok" and hand and ours:
+            doc["hand_median"] = statistics.median(hand)
+            doc["hand_best"] = max(hand)
+            doc["ours_median"] = statistics.median(ours)
+            doc["ours_best"] = max(ours)
+            doc["ratio"] = doc["ours_median"] / doc["hand_median"]
+            doc["ratio_pairs"] = [o / h for o, h in zip(ours, hand, strict=False)]
+            doc["target"] = TARGET
+            doc["target_met"] = doc["ratio"] >= TARGET
+        out.append(doc)
+    return out
+
+
+def _table(results: Sequence[dict[str, Any]], plan: Plan, repeat: int, machine: str) -> str:
+    lines = [
+        f"byteor bench adapters: {plan.records:,} records of {plan.size} B, batches of"
+        f" {plan.batch}, {repeat} run(s) each; {machine}",
+        "",
+        f"{'adapter':<9} {'side':<6}  {'hand /s':>9}  {'ours /s':>9}  {'ours/hand':>9}"
+        f"  {'best hand':>9}  {'best ours':>9}  target >= {TARGET:.2f}",
+    ]
+    for r in results:
+        head = f"{r['adapter']:<9} {r['kind']:<6}"
+        if "ratio" not in r:
+            status = r["status"].upper() if r["status"] != "ok" else "NO RUNS"
+            lines.append(f"{head}  {status}: {r['detail']}")
+            continue
+        lines.append(
+            f"{head}  {_fmt_rate(r['hand_median']):>9}  {_fmt_rate(r['ours_median']):>9}"
+            f"  {r['ratio']:>8.2f}x  {_fmt_rate(r['hand_best']):>9}"
+            f"  {_fmt_rate(r['ours_best']):>9}  {'met' if r['target_met'] else 'MISSED'}"
+        )
+    notes = [
+        "Rates are records/s, median over the runs ('best': the fastest run); ours/hand is"
+        " median over median. Ours and the hand-written loop use the same client library, the"
+        " same records, batch size and server, alternating who goes first.",
+        "Source: a pre-filled stream read to the end, every record acknowledged; timed from the"
+        " first batch received to the source stopped with every acknowledgement upstream"
+        " (checked on the server after each run). Sink: timed from the first write to the last"
+        " confirmed; the server then holds exactly the records, in order (checked).",
+        "Every record carries its sequence number; each batch is checked in the timed loop,"
+        " with the same code for ours and the hand-written loop.",
+    ]
+    lines.append("")
+    for note in notes:
+        lines.extend(textwrap.wrap(note, 100))
+    for r in results:
+        if r["ours"]:
+            lines.append(f"  {r['adapter']} {r['kind']}: ours = {r['ours']}")
+            lines.append(f"  {r['adapter']} {r['kind']}: hand = {r['hand']}")
+    return "\n".join(lines)
+
+
+def _versions(names: Sequence[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dist in ("byteor", "redis", "aiokafka", "nats-py", "aio-pika"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = ["byteor", "bench", "adapters"]
+    for flag in ("only", "records", "size", "batch"):
+        value = getattr(args, flag, None)
+        if value:
+            parts += [f"--{flag}", ",".join(value) if isinstance(value, list) else str(value)]
+    if getattr(args, "repeat", REPEAT) != REPEAT:
+        parts += ["--repeat", str(args.repeat)]
+    for flag in ("quick", "json"):
+        if getattr(args, flag, False):
+            parts.append(f"--{flag}")
+    if getattr(args, "save", None):
+        parts += ["--save", args.save]
+    return shlex.join(parts)
+
+
+def select(only: Sequence[str] | None) -> list[str]:
+    """Adapter names from ``--only`` (comma-separated, repeatable); all when not given."""
+    if not only:
+        return list(CASES)
+    names = [n.strip() for part in only for n in part.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise CliError(f"--only: no adapter case {', '.join(unknown)} (known: {', '.join(CASES)})")
+    return list(dict.fromkeys(names))
+
+
+def _positive(args: argparse.Namespace, flag: str, default: int) -> int:
+    value = getattr(args, flag, None)
+    value = default if value is None else int(value)
+    if value < 1:
+        raise CliError(f"--{flag} must be at least 1")
+    return value
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``byteor bench adapters``: exit 0 when every case that could run ran clean, 1 on a
+    failure (a lost, duplicated or unacknowledged record, an error, a hang)."""
+    names = select(getattr(args, "only", None))
+    if getattr(args, "list", False):
+        emit(args, "\n".join(CASES), {"adapters": list(CASES)})
+        return EXIT_OK
+    quick = bool(getattr(args, "quick", False))
+    records = _positive(args, "records", QUICK_RECORDS if quick else RECORDS)
+    size = _positive(args, "size", SIZE)
+    if size < 8:
+        raise CliError("--size: every record needs at least 8 bytes (its sequence number)")
+    plan = Plan(records, size, _positive(args, "batch", BATCH))
+    if plan.records < 2 * plan.batch:
+        raise CliError("--records must be at least twice --batch (the first batch is not timed)")
+    repeat = _positive(args, "repeat", 1 if quick else REPEAT)
+    started = time.monotonic()
+    machine = machine_info()
+    machine["versions"] = _versions(names)
+    machine["start_method"] = None
+    if machine["load_average"][0] > 0.5:
+        _say(
+            f"warning: the load average is {machine['load_average'][0]:.2f} before the runs:"
+            " something else is using the CPUs and the numbers will be noisy"
+        )
+    rows, servers = run_benchmark(
+        names, plan, repeat=repeat, timeout_s=float(getattr(args, "timeout", None) or 120.0)
+    )
+    results = summarise(rows)
+    failed = [r for r in results if r["status"] == "failed"]
+    probes = [run["probe_ns"] for row in rows for runs in row.runs.values() for run in runs]
+    doc: dict[str, Any] = {
+        "benchmark": "byteor bench adapters",
+        "command": _command(args),
+        "argv": list(sys.argv),
+        "machine": machine,
+        "servers": servers,
+        "source": source_info(),
+        "settings": {
+            "records": plan.records,
+            "size": plan.size,
+            "batch": plan.batch,
+            "repeat": repeat,
+            "quick": quick,
+            "target": TARGET,
+            "timing": (
+                "source: perf_counter_ns from the first non-empty batch to the source stopped"
+                " with every ack upstream; rate = records after the first batch / that time."
+                " sink: from the first write to the last confirmed; rate = records / that time."
+            ),
+            "aggregate": "median and best over repeat runs; ratio = ours median / hand median",
+            "check": "sequence numbers of every batch in the timed loop; upstream state after",
+        },
+        "results": results,
+        "failures": [f"{r['adapter']} {r['kind']}: {r['detail']}" for r in failed],
+        "skipped": [
+            f"{r['adapter']} {r['kind']}: {r['detail']}"
+            for r in results
+            if r["status"] == "skipped"
+        ],
+        "load_average_after": list(os.getloadavg()),
+        "speed_probe_ns": {"min": min(probes), "max": max(probes)} if probes else None,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    text = _table(
+        results,
+        plan,
+        repeat,
+        f"{machine['cpus_usable']} CPUs, {machine['implementation']} {machine['python']}",
+    )
+    if servers:
+        text += "\nservers: " + "; ".join(f"{k} {v}" for k, v in servers.items())
+    if probes and max(probes) > 1.5 * min(probes):
+        text += (
+            f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
+            f" {min(probes):.1f} to {max(probes):.1f} ns a turn): compare the pairs in --json"
+        )
+    if failed:
+        text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
+    save = getattr(args, "save", None)
+    if save:
+        with open(save, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+    emit(args, text, doc)
+    return EXIT_FINDINGS if failed else EXIT_OK

@@ -1,0 +1,184 @@
+"""``byteor bench adapters`` checks what it times: a broken case fails instead of looking fast.
+
+The check is fed in one process first; then tiny runs go through the real servers (Redis, and
+every other case whose adapter has landed), plus Redis cases broken on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from byteor.bench import adapters as bench
+from byteor.bench.adapters import _runner
+from byteor.bench.adapters._harness import Plan, SourceSide, Tally, payloads
+from byteor.bench.adapters.redis import RedisCase, _HandSource
+from byteor.bench.lanes import BenchFailure
+from byteor.cli import main
+from byteor.cli._output import CliError
+
+PLAN = Plan(records=1_000, size=64, batch=100)
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    base: dict[str, Any] = {
+        "only": None,
+        "records": PLAN.records,
+        "size": PLAN.size,
+        "batch": PLAN.batch,
+        "repeat": 1,
+        "quick": False,
+        "json": True,
+        "save": None,
+        "timeout": 30.0,
+        "list": False,
+    }
+    return argparse.Namespace(**{**base, **kw})
+
+
+# --- the check, in one process ----------------------------------------------------------------
+
+
+def test_tally_accepts_the_stream_in_order_and_times_after_the_first_batch() -> None:
+    items = payloads(PLAN)
+    assert len(items) == 1_000 and all(len(p) == 64 for p in items)
+    assert [struct.unpack_from("<Q", p)[0] for p in items[:3]] == [0, 1, 2]
+    tally = Tally(PLAN)
+    for i in range(0, 1_000, 300):  # batches of any length, the last one short
+        tally.take(items[i : i + 300])
+    tally.stop()
+    assert tally.done and (tally.received, tally.first) == (1_000, 300)
+    assert tally.rate > 0
+
+
+@pytest.mark.parametrize(
+    ("order", "match"),
+    [
+        ([0, 1, 3], r"#2 carries sequence 3, expected 2"),  # lost
+        ([0, 1, 1, 2], r"#2 carries sequence 1, expected 2"),  # duplicated
+        ([1, 0], r"#0 carries sequence 1, expected 0"),  # reordered
+    ],
+)
+def test_tally_fails_on_a_wrong_stream(order: list[int], match: str) -> None:
+    items = payloads(PLAN)
+    with pytest.raises(BenchFailure, match=match):
+        Tally(PLAN).take([items[i] for i in order])
+
+
+def test_tally_fails_on_extra_records_and_wrong_sizes() -> None:
+    items = payloads(Plan(3, 64, 10))
+    tally = Tally(Plan(2, 64, 10))
+    with pytest.raises(BenchFailure, match="received 3 records, only 2 sent"):
+        tally.take(items)
+    with pytest.raises(BenchFailure, match=r"records of \[64, 65\] bytes arrived, expected 64"):
+        Tally(PLAN).take([items[0], items[1] + b"!"])
+
+
+def test_only_selects_known_adapters() -> None:
+    assert _runner.select(None) == list(bench.CASES)
+    assert _runner.select(["redis", "redis"]) == ["redis"]
+    with pytest.raises(CliError, match="no adapter case kafak"):
+        _runner.select(["redis,kafak"])
+    with pytest.raises(CliError, match="at least twice --batch"):
+        _runner.run_cli(_args(records=100, batch=100))
+
+
+# --- against the real servers -----------------------------------------------------------------
+
+
+def test_every_landed_case_runs_checked_with_a_ratio(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save = tmp_path / "adapters.json"
+    assert _runner.run_cli(_args(save=str(save))) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert json.loads(save.read_text()) == doc
+    assert doc["benchmark"] == "byteor bench adapters"
+    assert doc["settings"]["records"] == 1_000 and doc["settings"]["target"] == 0.9
+    assert doc["failures"] == []
+    by = {(r["adapter"], r["kind"]): r for r in doc["results"]}
+    assert set(by) == {(name, kind) for name in bench.CASES for kind in ("source", "sink")}
+    assert by[("redis", "source")]["status"] == "ok"  # Redis is always there
+    for r in doc["results"]:
+        if r["status"] == "skipped":
+            assert "\n" not in r["detail"] and r["detail"]
+            continue
+        assert r["status"] == "ok", r["detail"]
+        for impl in ("hand", "ours"):
+            (run,) = r["runs"][impl]
+            assert run["records"] == 1_000 and run["rate"] > 0
+        assert r["ratio"] == pytest.approx(r["ours_median"] / r["hand_median"])
+        assert r["target_met"] == (r["ratio"] >= 0.9)
+    assert doc["servers"]["redis"].startswith("Redis ")
+
+
+class _LosesOne(_HandSource):
+    """Reads like the hand loop, but drops the 10th record of the stream."""
+
+    seen = 0
+
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[bytes]]:
+        got, ids = await super().read(max_records)
+        out = [p for i, p in enumerate(got) if self.seen + i != 9]
+        self.seen += len(got)
+        return out, ids
+
+
+class _ForgetsTheLastAck(_HandSource):
+    """Checks every record but never XACKs the last batch."""
+
+    last = b""
+
+    async def ack(self, token: list[bytes]) -> None:
+        if struct.unpack_from("<Q", self.last)[0] != PLAN.records - 1:
+            await super().ack(token)
+
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[bytes]]:
+        got, ids = await super().read(max_records)
+        if got:
+            self.last = got[-1]
+        return got, ids
+
+
+@pytest.mark.parametrize(
+    ("broken", "match"),
+    [
+        (_LosesOne, r"record #9 carries sequence 10, expected 9"),
+        (_ForgetsTheLastAck, r"100 entries of .* still pending \(not XACKed\)"),
+    ],
+)
+def test_a_broken_source_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch, broken: type[SourceSide[Any]], match: str
+) -> None:
+    def source(self: RedisCase, impl: str, target: str, plan: Plan) -> SourceSide[Any]:
+        return broken(target) if impl == "ours" else _HandSource(target)
+
+    monkeypatch.setattr(RedisCase, "source", source)
+    rows, _ = _runner.run_benchmark(["redis"], PLAN, repeat=1, progress=lambda s: None)
+    source_row = next(r for r in rows if r.kind == "source")
+    assert source_row.status == "failed"
+    assert source_row.detail.startswith("ours: ")
+    assert re.search(match, source_row.detail), source_row.detail
+    assert next(r for r in rows if r.kind == "sink").status == "ok"
+
+
+def test_an_unreachable_server_or_missing_adapter_is_skipped_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(RedisCase, "address", "127.0.0.1:1")
+    monkeypatch.setitem(bench.CASES, "nosuch", "byteor.bench.adapters.nosuch:Case")
+    code = main(
+        ["bench", "adapters", "--only", "redis,nosuch", "--records", "200", "--batch", "100"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "redis     source  SKIPPED: redis: no server at 127.0.0.1:1" in out
+    assert "nosuch    sink    SKIPPED: no adapter called 'nosuch'" in out
+    assert "Traceback" not in out + err
