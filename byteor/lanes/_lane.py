@@ -220,6 +220,7 @@ class Lane:
         after: Sequence[str] = (),
         publish_every: int | None = None,
         wait: WaitStrategy = DEFAULT_WAIT,
+        explicit: bool = False,
     ) -> Consumer:
         """A consumer of this lane.
 
@@ -239,14 +240,21 @@ class Lane:
                 lane full, so nothing ever stalls on a held-back release. Default 32; durable
                 journal readers default to 1, so they resume exactly after the last message
                 they received.
+            explicit: the shared cursor moves only on ``release()``, never on its own
+                (not on a receive, a wait or ``close()``): a consumer that releases only what
+                it has finished with resumes, after a crash, at the first message it had not
+                finished. Gating consumers only (not best-effort or tailing readers). The
+                executors read their inputs this way (at-least-once across a restart).
         """
         kind = self._seg.kind
         if publish_every is None:
             publish_every = 1 if kind == L.KIND_JOURNAL and name is not None else 32
         if kind == L.KIND_EVENTS:
-            rx = self._events_receiver(name, policy, start, after, publish_every, wait)
+            rx = self._events_receiver(name, policy, start, after, publish_every, wait, explicit)
         else:
-            rx = self._shared_receiver(kind, name, policy, start, after, publish_every, wait)
+            rx = self._shared_receiver(
+                kind, name, policy, start, after, publish_every, wait, explicit
+            )
         self._endpoints.append(rx)
         _held_lines[(self._seg.identity, rx.index)] = weakref.ref(rx)
         return rx
@@ -259,6 +267,7 @@ class Lane:
         after: Sequence[str],
         publish_every: int,
         wait: WaitStrategy,
+        explicit: bool,
     ) -> Consumer:
         if name not in (None, _EVENTS_CONSUMER) or policy not in (None, "critical") or after:
             raise ConsumerError(
@@ -270,7 +279,9 @@ class Lane:
         seg = self._seg
         with seg.registration_lock():
             self._claim_line(0)
-        return Consumer(seg, 0, overrun=False, publish_every=publish_every, wait=wait)
+        return Consumer(
+            seg, 0, overrun=False, publish_every=publish_every, wait=wait, explicit=explicit
+        )
 
     def _claim_line(self, index: int) -> None:
         seg = self._seg
@@ -298,6 +309,7 @@ class Lane:
         after: Sequence[str],
         publish_every: int,
         wait: WaitStrategy,
+        explicit: bool,
     ) -> Consumer:
         seg = self._seg
         if after and kind != L.KIND_SLOTS:
@@ -315,6 +327,11 @@ class Lane:
             overrun = False
         if policy not in (None, "critical", "best_effort"):
             raise ConsumerError(f"unknown policy {policy!r}: use 'critical' or 'best_effort'")
+        if explicit and overrun:
+            raise ConsumerError(
+                "explicit release is for consumers that gate the producer; a best-effort or "
+                "tailing reader's position is what it has read"
+            )
         state = L.STATE_OVERRUN if overrun else L.STATE_GATING
         with seg.registration_lock():
             upstream = [self._index_of(u) for u in after]
@@ -337,6 +354,7 @@ class Lane:
                     keep_line=True,
                     publish_every=publish_every,
                     wait=wait,
+                    explicit=explicit,
                 )
             index = self._free_line()
             position = self._start_position(kind, name, start, upstream, gating=not overrun)
@@ -357,6 +375,7 @@ class Lane:
                 keep_line=name is not None,
                 publish_every=publish_every,
                 wait=wait,
+                explicit=explicit,
             )
 
     @staticmethod

@@ -473,9 +473,15 @@ class Consumer(AsyncConsumerMixin):
         keep_line: bool = True,
         publish_every: int = 32,
         wait: WaitStrategy = DEFAULT_WAIT,
+        explicit: bool = False,
     ) -> None:
         if publish_every < 1:
             raise ValueError("publish_every must be >= 1")
+        if explicit and overrun:
+            raise ConsumerError(
+                "explicit release is for consumers that gate the producer; an overrun "
+                "(best-effort, tailing) consumer's position is what it has read"
+            )
         self._every = publish_every
         self._seg = seg
         self._index = index
@@ -495,6 +501,9 @@ class Consumer(AsyncConsumerMixin):
         self._pcur = seg.p + _P_CURSOR
         self._overrun = overrun
         self._pos: int = q[self._cur]
+        # Explicit release: the shared cursor moves only on release(), to ``_granted``.
+        self._explicit = explicit
+        self._granted: int = self._pos
         self._epoch: int = q[base + _C_EPOCH]
         # Barrier: the producer cursor, or the cursors of the upstream consumers.
         words = tuple(seg.c(u) + _C_CURSOR for u in upstream) or (self._pcur,)
@@ -617,7 +626,7 @@ class Consumer(AsyncConsumerMixin):
         t = self._pos
         if t >= self._avail and self._available() <= t:
             if not self._overrun:
-                self._release(t)
+                self._release(self._granted if self._explicit else t)
             if self._closed_and_drained(t):
                 raise LaneClosed(f"lane {self._seg.name!r} is closed and fully read")
             raise WouldBlock(f"lane {self._seg.name!r} is empty")
@@ -630,7 +639,7 @@ class Consumer(AsyncConsumerMixin):
     def _receive_slow(self, t: int, timeout: float | None) -> memoryview | bytes:
         # Publish the releases held back so far (everything before t), waking a waiter.
         q = self._q
-        q[self._cur] = t
+        q[self._cur] = self._granted if self._explicit else t
         if q[self._ww0] or (self._ww_more and any(q[w] for w in self._wake_words)):
             futex_wake(self._seg.futex_address(self._cur))
         self._batch_from = -1
@@ -683,7 +692,7 @@ class Consumer(AsyncConsumerMixin):
 
     def _publish_held(self) -> None:
         """Make visible every release made so far (only the views last handed out stay held)."""
-        if self._overrun or self._closed or self._seg.closed:
+        if self._overrun or self._explicit or self._closed or self._seg.closed:
             return
         held = self._batch_from if self._batch_from >= 0 else self._pos - 1
         if held > self._q[self._cur]:
@@ -711,7 +720,8 @@ class Consumer(AsyncConsumerMixin):
                     published = q[self._pcur]
                     if t >= published:
                         self._pos = t
-                        q[self._cur] = t
+                        if not self._explicit:
+                            q[self._cur] = t
                         return None
             i = t & self._mask
             n = q[self._desc + 2 * i] & _LEN_MASK
@@ -721,7 +731,8 @@ class Consumer(AsyncConsumerMixin):
                 if n > self._slot:
                     raise self._corrupt(t, n)
                 self._pos = t + 1
-                q[self._cur] = t + 1
+                if not self._explicit:
+                    q[self._cur] = t + 1
                 return data
             # The producer may have started rewriting this slot while we copied it.
 
@@ -737,8 +748,13 @@ class Consumer(AsyncConsumerMixin):
         )
 
     def release(self) -> None:
-        """Give back the slot of the last message received (its view becomes invalid)."""
+        """Give back the slot of the last message received (its view becomes invalid).
+
+        For an ``explicit`` consumer this is the only way its shared cursor moves: it
+        releases everything received so far, so the cursor says "done with all before".
+        """
         if not self._overrun:
+            self._granted = self._pos
             self._release(self._pos)
 
     # -- batches --------------------------------------------------------------------------
@@ -746,7 +762,7 @@ class Consumer(AsyncConsumerMixin):
     def _batch_span(self, max_count: int, timeout: float | None) -> tuple[int, int]:
         """Release what was held, wait for data; return (first, count) readable in place."""
         t = self._pos
-        self._release(t)
+        self._release(self._granted if self._explicit else t)
         a = self._available()
         if a <= t:
             if not self._wait_for(t, _deadline(timeout)):
@@ -861,7 +877,7 @@ class Consumer(AsyncConsumerMixin):
         with seg.registration_lock():
             if self._keep_line:
                 if not self._overrun:
-                    self._release(self._pos)
+                    self._release(self._granted if self._explicit else self._pos)
                 seg.release_consumer(self._index)
             else:
                 seg.free_consumer(self._index)
