@@ -1,0 +1,1125 @@
+"""``adapter = http``: an ingest server and an HTTP client (``pip install 'byteor[http]'``).
+
+Theory of operation
+-------------------
+
+**Source: an ingest server.** A Starlette app served by uvicorn inside the source's own event
+loop, on ``host:port`` (port 0 picks a free one; :attr:`HttpSource.port` tells which). Clients
+``POST`` records; the source holds them in a bounded buffer that stands for the ingress lane,
+of ``capacity`` records *admitted and not yet settled* (queued, or handed out and not yet
+acked). A request is admitted whole or not at all:
+
+* it fits: its records are queued and the answer is ``202 Accepted`` — the records are in the
+  lane (``respond = admitted``, the default);
+* it does not fit, or the source is paused (downstream is full): ``429 Too Many Requests``
+  with ``Retry-After``, and nothing is kept. Back-pressure reaches the client.
+
+So *the 202 is the admission*: a client that wants at-least-once must retry on 429, 5xx and
+timeouts (a retry after a lost 202 may repeat records; see the idempotency key below). What
+the source admitted but downstream has not acked yet lives in memory: with ``respond =
+admitted`` a stop or crash of the source loses it. With ``respond = confirmed`` the response
+waits until every record of the request is acked downstream (``200``); if one is nacked, or
+the source stops first, the answer is ``503`` with ``Retry-After`` and a body naming which
+records were confirmed and which to send again, so nothing is lost end to end. A nack in
+admitted mode hands the record out again (the lane owns it).
+
+Endpoints (``path`` defaults to ``/records``):
+
+* ``POST /records`` — one record. The body is the payload, as is. ``X-Record-Key`` carries
+  the key; each ``X-Record-Header-<name>`` one header (names arrive lower-cased, values as
+  the raw header bytes). Form encodings are refused (415): ``curl -d`` would strip newlines.
+* ``POST /records/batch`` — many records, ``Content-Type: application/x-ndjson`` (one JSON
+  object per line) or ``application/json`` (an array of the same objects)::
+
+      {"payload": "text"}                            # UTF-8 text ...
+      {"payload_b64": "AAE=", "key": "user-1",       # ... or base64, for any bytes field
+       "headers": [{"name": "trace", "value": "7"}, {"name": "bin", "value_b64": "/w=="}],
+       "idempotency_key": "..."}                     # accepted and ignored by the source
+
+* ``GET /health`` — ``200`` with the source's counters.
+
+Refusals are JSON ``{"error": "..."}``: 401 (``token`` set and the ``Authorization: Bearer``
+header missing or wrong; compared in constant time), 413 (body over ``max_body_bytes``, or a
+batch larger than ``capacity``), 415 (wrong content type), 400 (bad JSON, naming the line).
+A refused request admits nothing; the server keeps serving.
+
+**Sink: an HTTP client.** One pooled ``httpx.AsyncClient``. ``mode = batch`` sends up to
+``batch_records`` records per request in the batch format above; ``mode = record`` sends one
+request per record (body = payload, key and headers as ``X-Record-*`` headers). Each record
+carries an idempotency key (:func:`idempotency_key`: its ``idempotency-key`` header if it has
+one, else a hash of its payload, key and headers), as the ``Idempotency-Key`` header in record
+mode and as ``idempotency_key`` per line in batch mode (the batch request's own
+``Idempotency-Key`` hashes those), so a receiver can drop a retried repeat. A batch is
+confirmed only on 2xx. 408, 429, 502, 503, 504 and transport failures are retried with
+exponential backoff and jitter, waiting at least what ``Retry-After`` asks (at most
+:data:`MAX_RETRY_AFTER_S`); a 503 from a confirmed-mode byteor source narrows the retry to
+the records it names. 401/403, 404, 413 and other statuses are not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import re
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from byteor.adapters._backoff import Backoff, retry
+from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
+from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
+from byteor.adapters._errors import (
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterError,
+    AdapterNotFound,
+    AdapterUnreachable,
+    map_errors,
+)
+from byteor.adapters._record import Ack, OutRecord, Record
+from byteor.spec import Delivery
+
+__all__ = [
+    "HttpAdapter",
+    "HttpSource",
+    "HttpSink",
+    "HttpSourceStatistics",
+    "encode_batch",
+    "decode_batch",
+    "idempotency_key",
+    "BatchFormat",
+    "MAX_RETRY_AFTER_S",
+]
+
+log = logging.getLogger("byteor.adapters.http")
+
+BatchFormat = Literal["ndjson", "json"]
+Respond = Literal["admitted", "confirmed"]
+
+#: The longest ``Retry-After`` the sink honours (a server asking for more gets this).
+MAX_RETRY_AFTER_S: Final = 60.0
+
+#: Sending: about 10 attempts over ~20 s before the error surfaces.
+SEND_BACKOFF: Final = Backoff(initial_s=0.1, max_s=5.0, max_attempts=10)
+
+KEY_HEADER: Final = "x-record-key"
+HEADER_PREFIX: Final = "x-record-header-"
+_FORMATS: Final[dict[str, BatchFormat]] = {
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/json": "json",
+}
+_CONTENT_TYPE: Final[dict[BatchFormat, str]] = {
+    "ndjson": "application/x-ndjson",
+    "json": "application/json",
+}
+_FORMS: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+_RETRIABLE: Final = frozenset({408, 429, 502, 503, 504})
+_FIELDS: Final = frozenset(
+    {"payload", "payload_b64", "key", "key_b64", "headers", "idempotency_key"}
+)
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What h11 accepts as a header value: visible bytes (and obs-text), inner blanks only.
+_VALUE: Final = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
+
+
+# -- the batch format ----------------------------------------------------------------------
+
+
+def _put_bytes(obj: dict[str, Any], name: str, data: bytes) -> None:
+    try:
+        obj[name] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        obj[name + "_b64"] = base64.b64encode(data).decode("ascii")
+
+
+def _record_object(rec: OutRecord, key: str | None) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    _put_bytes(obj, "payload", rec.payload)
+    if rec.key is not None:
+        _put_bytes(obj, "key", rec.key)
+    if rec.headers:
+        headers: list[dict[str, str]] = []
+        for name, value in rec.headers:
+            h: dict[str, Any] = {"name": name}
+            _put_bytes(h, "value", value)
+            headers.append(h)
+        obj["headers"] = headers
+    if key is not None:
+        obj["idempotency_key"] = key
+    return obj
+
+
+def encode_batch(
+    records: Sequence[OutRecord],
+    fmt: BatchFormat = "ndjson",
+    keys: Sequence[str] | None = None,
+) -> bytes:
+    """The batch body for ``records``: a bytes field is UTF-8 text when it decodes as UTF-8,
+    else base64 (``*_b64``); ``keys`` adds an ``idempotency_key`` per record."""
+    objs = [_record_object(r, keys[i] if keys else None) for i, r in enumerate(records)]
+    if fmt == "json":
+        return json.dumps(objs, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"".join(
+        json.dumps(o, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for o in objs
+    )
+
+
+class _BadBatch(ValueError):
+    """A batch body that cannot be read; the message says where and why (the 400 body)."""
+
+
+def _get_bytes(obj: Mapping[str, Any], name: str, where: str, *, required: bool) -> bytes | None:
+    text, b64 = obj.get(name), obj.get(name + "_b64")
+    if text is not None and b64 is not None:
+        raise _BadBatch(f"{where}: give {name} or {name}_b64, not both")
+    if text is not None:
+        if not isinstance(text, str):
+            raise _BadBatch(f"{where}: {name} must be a string, got {type(text).__name__}")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _BadBatch(f"{where}: {name} is not valid Unicode (a lone surrogate)") from None
+    if b64 is not None:
+        if not isinstance(b64, str):
+            raise _BadBatch(f"{where}: {name}_b64 must be a string, got {type(b64).__name__}")
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise _BadBatch(f"{where}: {name}_b64 is not valid base64") from None
+    if required:
+        raise _BadBatch(f"{where}: a record needs payload (UTF-8 text) or payload_b64 (base64)")
+    return None
+
+
+def _read_record(obj: object, where: str) -> OutRecord:
+    if not isinstance(obj, dict):
+        raise _BadBatch(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - _FIELDS)
+    if unknown:
+        raise _BadBatch(
+            f"{where}: unknown field {unknown[0]!r} (a record has payload or payload_b64, "
+            f"key or key_b64, headers, idempotency_key)"
+        )
+    payload = _get_bytes(obj, "payload", where, required=True)
+    assert payload is not None
+    key = _get_bytes(obj, "key", where, required=False)
+    raw_headers = obj.get("headers")
+    headers: list[tuple[str, bytes]] = []
+    if raw_headers is not None:
+        if not isinstance(raw_headers, list):
+            raise _BadBatch(f"{where}: headers must be a list of {{name, value}} objects")
+        for j, h in enumerate(raw_headers):
+            at = f"{where}, headers[{j}]"
+            if not isinstance(h, dict) or set(h) - {"name", "value", "value_b64"}:
+                raise _BadBatch(f"{at}: a header is {{'name': ..., 'value' or 'value_b64': ...}}")
+            name = h.get("name")
+            if not isinstance(name, str):
+                raise _BadBatch(f"{at}: name must be a string")
+            value = _get_bytes(h, "value", at, required=False)
+            if value is None:
+                raise _BadBatch(f"{at}: a header needs value or value_b64")
+            headers.append((name, value))
+    return OutRecord(payload, key, tuple(headers))
+
+
+def decode_batch(body: bytes, fmt: BatchFormat = "ndjson") -> list[OutRecord]:
+    """The records of a batch body.
+
+    NDJSON: one object per line; blank lines and ``\\r\\n`` endings are fine. JSON: an array.
+
+    Raises:
+        ValueError: the body is not a valid batch; the message names the line or element.
+    """
+    if fmt == "json":
+        try:
+            doc = json.loads(body)
+        except UnicodeDecodeError:
+            raise _BadBatch("the body is not UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise _BadBatch(
+                f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        if not isinstance(doc, list):
+            raise _BadBatch(
+                f"the body must be a JSON array of record objects, got {type(doc).__name__}"
+            )
+        return [_read_record(obj, f"records[{i}]") for i, obj in enumerate(doc)]
+    out: list[OutRecord] = []
+    for n, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except UnicodeDecodeError:
+            raise _BadBatch(f"line {n}: not UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise _BadBatch(f"line {n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        out.append(_read_record(obj, f"line {n}"))
+    return out
+
+
+def idempotency_key(rec: OutRecord) -> str:
+    """The record's idempotency key: the value of its ``idempotency-key`` header when it has
+    one (and that value fits in an HTTP header), else 32 hex digits of a BLAKE2b hash of
+    payload, key and headers. Records with equal content get equal keys: when two equal
+    records are distinct events, give them distinct ``idempotency-key`` headers."""
+    for name, value in rec.headers:
+        if name.lower() == "idempotency-key" and value and _VALUE.fullmatch(value):
+            return value.decode("latin-1")
+    h = hashlib.blake2b(digest_size=16, person=b"byteor-http-v1")
+    h.update(len(rec.payload).to_bytes(8, "big"))
+    h.update(rec.payload)
+    if rec.key is None:
+        h.update(b"\x00")
+    else:
+        h.update(b"\x01" + len(rec.key).to_bytes(8, "big"))
+        h.update(rec.key)
+    for name, value in rec.headers:
+        n = name.encode()
+        h.update(len(n).to_bytes(4, "big") + n + len(value).to_bytes(8, "big"))
+        h.update(value)
+    return h.hexdigest()
+
+
+def _batch_key(keys: Sequence[str]) -> str:
+    h = hashlib.blake2b(digest_size=16, person=b"byteor-http-bat")
+    for k in keys:
+        h.update(k.encode("latin-1") + b"\n")
+    return h.hexdigest()
+
+
+# -- the source ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSourceStatistics:
+    """An ingest server's counters.
+
+    Attributes:
+        capacity: records admitted and not yet settled that it holds at most.
+        used: records admitted and not yet settled now (queued + handed out).
+        peak: the highest ``used`` seen.
+        queued: admitted, not yet handed out.
+        admitted: records admitted since start (every 202 / 200).
+        rejected: requests answered 429 (full or paused).
+        refused: requests answered 4xx for bad input (400, 401, 413, 415).
+    """
+
+    capacity: int
+    used: int
+    peak: int
+    queued: int
+    admitted: int
+    rejected: int
+    refused: int
+
+
+class _Request:
+    """The records of one confirmed-mode request: the response waits on ``done``."""
+
+    __slots__ = ("done", "left", "states")
+
+    def __init__(self, n: int) -> None:
+        self.states = bytearray(n)  # 0 pending, 1 acked, 2 nacked or abandoned at stop
+        self.left = n
+        self.done = asyncio.Event()
+
+    def settle(self, i: int, ok: bool) -> None:
+        self.states[i] = 1 if ok else 2
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+    def abandon(self) -> None:
+        for i, s in enumerate(self.states):
+            if s == 0:
+                self.states[i] = 2
+        self.left = 0
+        self.done.set()
+
+
+_Entry = tuple[OutRecord, int, "_Request | None", int]  # record, sequence, request, index in it
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside someone else's event loop: signals stay the host process's, and
+    ``ready`` is set once the socket accepts connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket (uvicorn starts listening on it); errors name the address."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise AdapterError(
+            f"http: cannot listen on {host}:{port} ({exc}); check the host config",
+            adapter="http",
+            address=f"{host}:{port}",
+        ) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise AdapterError(
+            f"http: cannot listen on {host}:{port} ({exc}); is another server using that "
+            f"port? (port = 0 picks a free one)",
+            adapter="http",
+            address=f"{host}:{port}",
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_app(app: Any, host: str, port: int) -> tuple[_Server, asyncio.Task[None], int]:
+    """Serve an ASGI ``app`` with uvicorn in this event loop: (server, its task, bound port).
+
+    Stop it with ``server.should_exit = True; await task``.
+    """
+    sock = _listen(host, port)
+    bound = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,  # the host process configures logging, not uvicorn
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"byteor-http-{bound}")
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
+        sock.close()
+        exc = task.exception() if not task.cancelled() else None
+        raise AdapterError(
+            f"http: the server on {host}:{bound} did not start ({exc!r})",
+            adapter="http",
+            address=f"{host}:{bound}",
+        )
+    return server, task, bound
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status, headers=dict(headers or {}))
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class HttpSource(Source):
+    """The ingest server (see the module docstring for the protocol)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        path: str = "/records",
+        respond: Respond = "admitted",
+        capacity: int = 10_000,
+        max_body_bytes: int = 8 << 20,
+        retry_after_s: int = 1,
+        token: str = "",
+    ) -> None:
+        if capacity < 1:
+            raise AdapterConfigError("http: capacity must be at least 1", adapter="http")
+        self._host, self._want_port = host, port
+        base = "/" + path.strip("/")
+        self._path = base
+        self._batch_path = base.rstrip("/") + "/batch"
+        self._respond, self._capacity = respond, capacity
+        self._max_body, self._retry_after = max_body_bytes, max(0, retry_after_s)
+        self._expected = token.encode() if token else b""
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._port = 0
+        self._queue: deque[_Entry] = deque()
+        self._redeliver: deque[_Entry] = deque()
+        self._open: set[_Request] = set()
+        self._changed = asyncio.Event()
+        self._used = self._peak = self._seq = 0
+        self._admitted = self._rejected = self._refused = 0
+        self._paused = False
+        self._closing = False
+        self._epoch = 0
+        self._app = Starlette(
+            routes=[
+                Route(self._path, self._single, methods=["POST"]),
+                Route(self._batch_path, self._batch, methods=["POST"]),
+                Route("/health", self._health, methods=["GET"]),
+            ]
+        )
+
+    # -- where it listens
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`; useful with ``port = 0``)."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def url(self) -> str:
+        """Where single records go."""
+        return self.base_url + self._path
+
+    @property
+    def batch_url(self) -> str:
+        """Where batches go."""
+        return self.base_url + self._batch_path
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        self._epoch += 1
+        self._closing = False
+        self._server, self._task, self._port = await serve_app(
+            self._app, self._host, self._want_port
+        )
+
+    async def stop(self) -> None:
+        server, task = self._server, self._task
+        if server is None or task is None:
+            return
+        self._closing = True
+        self._epoch += 1  # acks of records handed out so far no longer count
+        for req in list(self._open):
+            req.abandon()  # confirmed mode: 503, the client sends them again
+        self._open.clear()
+        self._queue.clear()
+        self._redeliver.clear()
+        self._used = 0
+        self._changed.set()
+        server.should_exit = True
+        try:
+            await task
+        finally:
+            self._server = self._task = None
+
+    def health(self) -> Health:
+        up = self._server is not None and not self._closing
+        return Health(
+            connected=up,
+            lag=len(self._queue) + len(self._redeliver),
+            detail=f"listening on {self.base_url}" if up else "stopped",
+        )
+
+    def statistics(self) -> HttpSourceStatistics:
+        return HttpSourceStatistics(
+            capacity=self._capacity,
+            used=self._used,
+            peak=self._peak,
+            queued=len(self._queue) + len(self._redeliver),
+            admitted=self._admitted,
+            rejected=self._rejected,
+            refused=self._refused,
+        )
+
+    # -- handing out
+
+    def _hand_out(self, entry: _Entry) -> Record:
+        rec, seq, req, index = entry
+        epoch = self._epoch
+
+        async def settle(ok: bool) -> None:
+            if epoch != self._epoch:
+                return  # the source stopped meanwhile: the client was told to resend
+            if req is not None:
+                self._used -= 1
+                req.settle(index, ok)
+                if req.left == 0:
+                    self._open.discard(req)
+            elif ok:
+                self._used -= 1
+            else:
+                self._redeliver.append(entry)  # admitted mode: the lane owns it, hand it out again
+                self._changed.set()
+
+        return Record(rec.payload, rec.key, rec.headers, seq, Ack(settle))
+
+    def _take(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        while len(out) < max_records and self._redeliver:
+            out.append(self._hand_out(self._redeliver.popleft()))
+        while len(out) < max_records and self._queue:
+            out.append(self._hand_out(self._queue.popleft()))
+        return out
+
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+        if self._server is None or self._closing:
+            raise AdapterError("http: source is not started", adapter="http")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if not self._paused:
+                self._changed.clear()
+                got = self._take(max_records)
+                if got:
+                    return got
+            left = deadline - loop.time()
+            if left <= 0 or self._closing:
+                return []
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return []
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._changed.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- the endpoints
+
+    def _refuse(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        self._refused += 1
+        return _error(status, message, headers)
+
+    def _busy(self) -> Response:
+        self._rejected += 1
+        after = {"Retry-After": str(self._retry_after)}
+        if self._paused:
+            why = "the source is paused (downstream is full)"
+        else:
+            why = (
+                f"the source is full ({self._used} of {self._capacity} records admitted and "
+                f"not yet acknowledged)"
+            )
+        return _error(429, f"{why}; retry after {self._retry_after} s", after)
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        ok = hmac.compare_digest(given.strip().encode("latin-1"), self._expected)
+        return ok and scheme.lower() == "bearer"
+
+    async def _preamble(self, request: Request) -> Response | bytes:
+        """The checks every ingest request passes, then its body (or the refusal)."""
+        if self._closing:
+            return _error(503, "the source is stopping", {"Retry-After": str(self._retry_after)})
+        if self._expected and not self._authorized(request):
+            return self._refuse(
+                401,
+                "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                {"WWW-Authenticate": 'Bearer realm="byteor"'},
+            )
+        if self._paused or self._used >= self._capacity:
+            return self._busy()  # before reading a body we could not keep
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            return self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._max_body:
+                    return self._too_large()
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more
+        return b"".join(chunks)
+
+    def _too_large(self) -> Response:
+        return self._refuse(
+            413, f"the body is larger than {self._max_body} bytes (max_body_bytes); split it"
+        )
+
+    async def _single(self, request: Request) -> Response:
+        if _media_type(request) in _FORMS:
+            return self._refuse(
+                415,
+                "form encodings are not record payloads; send the body as is (curl "
+                "--data-binary with e.g. Content-Type: application/octet-stream)",
+            )
+        body = await self._preamble(request)
+        if isinstance(body, Response):
+            return body
+        key: bytes | None = None
+        headers: list[tuple[str, bytes]] = []
+        for raw_name, value in request.headers.raw:
+            name = raw_name.decode("latin-1").lower()
+            if name == KEY_HEADER:
+                key = value
+            elif name.startswith(HEADER_PREFIX) and len(name) > len(HEADER_PREFIX):
+                headers.append((name[len(HEADER_PREFIX) :], value))
+        return await self._admit([OutRecord(body, key, tuple(headers))])
+
+    async def _batch(self, request: Request) -> Response:
+        fmt = _FORMATS.get(_media_type(request))
+        if fmt is None:
+            return self._refuse(
+                415,
+                f"a batch is Content-Type application/x-ndjson or application/json, got "
+                f"{request.headers.get('content-type', 'none')!r}",
+            )
+        body = await self._preamble(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            records = decode_batch(body, fmt)
+        except _BadBatch as exc:
+            return self._refuse(400, str(exc))
+        if len(records) > self._capacity:
+            return self._refuse(
+                413,
+                f"a batch of {len(records)} records can never fit in the source's capacity "
+                f"of {self._capacity}; split it",
+            )
+        return await self._admit(records)
+
+    async def _health(self, request: Request) -> Response:
+        s = self.statistics()
+        return JSONResponse(
+            {
+                "paused": self._paused,
+                "capacity": s.capacity,
+                "used": s.used,
+                "queued": s.queued,
+                "admitted": s.admitted,
+                "rejected": s.rejected,
+                "refused": s.refused,
+            }
+        )
+
+    async def _admit(self, records: list[OutRecord]) -> Response:
+        n = len(records)
+        if self._closing:
+            return _error(503, "the source is stopping", {"Retry-After": str(self._retry_after)})
+        if n and (self._paused or self._used + n > self._capacity):
+            return self._busy()
+        req = _Request(n) if self._respond == "confirmed" and n else None
+        for i, rec in enumerate(records):
+            self._queue.append((rec, self._seq, req, i))
+            self._seq += 1
+        self._used += n
+        self._peak = max(self._peak, self._used)
+        self._admitted += n
+        if n:
+            self._changed.set()
+        if self._respond == "admitted":
+            return JSONResponse({"admitted": n}, 202)
+        if req is None:
+            return JSONResponse({"confirmed": 0}, 200)
+        self._open.add(req)
+        await req.done.wait()
+        if req.states.count(1) == n:
+            return JSONResponse({"confirmed": n}, 200)
+        confirmed = [i for i, s in enumerate(req.states) if s == 1]
+        again = [i for i, s in enumerate(req.states) if s != 1]
+        return JSONResponse(
+            {
+                "error": f"{len(again)} of {n} records were not processed; send those again",
+                "confirmed": confirmed,
+                "retry": again,
+            },
+            503,
+            headers={"Retry-After": str(self._retry_after)},
+        )
+
+
+# -- the sink ------------------------------------------------------------------------------
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    """Seconds the response asks to wait (0: it does not say), capped."""
+    raw = resp.headers.get("retry-after")
+    if not raw:
+        return 0.0
+    raw = raw.strip()
+    if raw.isdigit():
+        return min(MAX_RETRY_AFTER_S, float(raw))
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return 0.0
+    date = resp.headers.get("date")
+    try:
+        now = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        now = None
+    if now is None or when.tzinfo is None or now.tzinfo is None:
+        return 0.0
+    return min(MAX_RETRY_AFTER_S, max(0.0, (when - now).total_seconds()))
+
+
+def _retry_subset(resp: httpx.Response, n: int) -> list[int] | None:
+    """The indices a confirmed-mode byteor source asks to send again, if it says so."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    again = doc.get("retry") if isinstance(doc, dict) else None
+    if (
+        not isinstance(again, list)
+        or not again
+        or not all(isinstance(i, int) and 0 <= i < n for i in again)
+        or len(set(again)) != len(again)
+    ):
+        return None
+    return sorted(again)
+
+
+class _Told:
+    """The wait the last response asked for (``Retry-After``), in seconds."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+def _snippet(resp: httpx.Response) -> str:
+    text = resp.text.strip().replace("\n", " ")
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+class HttpSink(Sink):
+    """POSTs batches (or single records) to ``url``; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        mode: Literal["batch", "record"] = "batch",
+        batch_format: BatchFormat = "ndjson",
+        batch_records: int = 500,
+        content_type: str = "application/octet-stream",
+        token: str = "",
+        concurrency: int = 1,
+        timeout_s: float = 10.0,
+        max_connections: int = 10,
+        backoff: Backoff = SEND_BACKOFF,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise AdapterConfigError(
+                f"http: url must be an http:// or https:// URL, got {url!r}", adapter="http"
+            )
+        self._url = url
+        self._origin = f"{u.scheme}://{u.netloc.rpartition('@')[2]}"
+        self._path = u.path or "/"
+        self._mode, self._format = mode, batch_format
+        self._batch_records = max(1, batch_records)
+        self._content_type = content_type
+        self._token = token
+        self._concurrency = max(1, concurrency)
+        self._timeout_s, self._max_connections = timeout_s, max(1, max_connections)
+        self._backoff, self._sleep, self._rand = backoff, sleep, rand
+        self._client: httpx.AsyncClient | None = None
+        self._last_error: AdapterError | None = None
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        headers = {"authorization": f"Bearer {self._token}"} if self._token else {}
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(self._timeout_s),
+            limits=httpx.Limits(
+                max_connections=max(self._max_connections, self._concurrency),
+                max_keepalive_connections=max(self._max_connections, self._concurrency),
+            ),
+        )
+        self._last_error = None
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def health(self) -> Health:
+        err = self._last_error
+        return Health(
+            connected=self._client is not None and not isinstance(err, AdapterUnreachable),
+            detail=str(err) if err is not None else "",
+        )
+
+    async def write_batch(self, records: Sequence[OutRecord]) -> None:
+        if self._client is None:
+            raise AdapterError("http: sink is not started", adapter="http")
+        if self._mode == "batch":
+            for at in range(0, len(records), self._batch_records):
+                await self._send_batch(records[at : at + self._batch_records])
+        elif self._concurrency == 1:
+            for rec in records:
+                await self._send_one(rec)
+        else:
+            await self._send_many(records)
+        self._last_error = None
+
+    async def _send_many(self, records: Sequence[OutRecord]) -> None:
+        """Record mode with ``concurrency`` requests in flight (order not kept)."""
+        todo = iter(records)
+
+        async def worker() -> None:
+            for rec in todo:
+                await self._send_one(rec)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self._concurrency, len(records))):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as group:
+            first = group.exceptions[0]
+            raise first from None
+
+    async def _post(self, content: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+        client = self._client
+        if client is None:
+            raise AdapterError("http: sink is not started", adapter="http")
+        try:
+            with map_errors(
+                "http",
+                self._url,
+                {httpx.ConnectError: AdapterUnreachable, httpx.ConnectTimeout: AdapterUnreachable},
+            ):
+                return await client.post(self._url, content=content, headers=headers)
+        except httpx.TransportError as exc:  # sent, or partly: the outcome is unknown
+            raise AdapterError(
+                f"http: {self._url}: {type(exc).__name__}: {exc or 'connection lost'}; the "
+                f"request is sent again (its idempotency key lets the receiver drop a repeat)",
+                adapter="http",
+                address=self._url,
+                retriable=True,
+            ) from exc
+
+    def _status_error(self, resp: httpx.Response, what: str) -> AdapterError:
+        status = resp.status_code
+        detail = f"{status} {resp.reason_phrase}: {_snippet(resp)}"
+        if status in (401, 403):
+            return AdapterAuthError("http", self._url, detail)
+        if status == 404:
+            return AdapterNotFound("http", self._origin, f"path {self._path!r}", detail)
+        if status == 413:
+            return AdapterError(
+                f"http: {self._url} refused {what} as too large ({detail}); lower "
+                f"batch_records or raise the receiver's limit",
+                adapter="http",
+                address=self._url,
+                retriable=False,
+            )
+        retriable = status in _RETRIABLE
+        return AdapterError(
+            f"http: {self._url} answered {detail}" + ("; retrying" if retriable else ""),
+            adapter="http",
+            address=self._url,
+            retriable=retriable,
+        )
+
+    async def _deliver(self, attempt: Callable[[_Told], Awaitable[None]]) -> None:
+        """Run ``attempt`` with backoff until it returns; between tries wait at least what
+        the last response's ``Retry-After`` asked (the attempt notes it in ``_Told``)."""
+        told = _Told()
+
+        async def pause(wait: float) -> None:
+            wait, told.seconds = max(wait, told.seconds), 0.0
+            await self._sleep(wait)
+
+        def note(n: int, exc: AdapterError, wait: float) -> None:
+            log.warning("http: attempt %d failed (%s); retrying", n + 1, exc)
+
+        try:
+            await retry(
+                lambda: attempt(told), self._backoff, sleep=pause, rand=self._rand, on_retry=note
+            )
+        except AdapterError as exc:
+            self._last_error = exc
+            raise
+
+    async def _send_batch(self, records: Sequence[OutRecord]) -> None:
+        keys = [idempotency_key(r) for r in records]
+        todo = list(range(len(records)))
+        ctype = _CONTENT_TYPE[self._format].encode()
+
+        async def attempt(told: _Told) -> None:
+            nonlocal todo
+            body = encode_batch([records[i] for i in todo], self._format, [keys[i] for i in todo])
+            headers = [
+                (b"content-type", ctype),
+                (b"idempotency-key", _batch_key([keys[i] for i in todo]).encode()),
+            ]
+            resp = await self._post(body, headers)
+            if resp.is_success:
+                return
+            told.seconds = _retry_after(resp)
+            what = f"a batch of {len(todo)} records, {len(body)} bytes"
+            if resp.status_code == 503:
+                subset = _retry_subset(resp, len(todo))
+                if subset is not None:
+                    todo = [todo[j] for j in subset]
+            raise self._status_error(resp, what)
+
+        await self._deliver(attempt)
+
+    def _record_headers(self, rec: OutRecord, key: str) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"content-type", self._content_type.encode("latin-1")),
+            (b"idempotency-key", key.encode("latin-1")),
+        ]
+        if rec.key is not None:
+            if not _VALUE.fullmatch(rec.key):
+                raise self._unsendable("its key")
+            headers.append((KEY_HEADER.encode(), rec.key))
+        for name, value in rec.headers:
+            n = name.encode("utf-8")
+            if not _TOKEN.fullmatch(n) or not _VALUE.fullmatch(value):
+                raise self._unsendable(f"its header {name!r}")
+            headers.append((HEADER_PREFIX.encode() + n, value))
+        return headers
+
+    def _unsendable(self, what: str) -> AdapterError:
+        return AdapterError(
+            f"http: a record cannot be sent with mode = record: {what} cannot travel as an "
+            f"HTTP header (control characters or surrounding blanks); use mode = batch",
+            adapter="http",
+            address=self._url,
+            retriable=False,
+        )
+
+    async def _send_one(self, rec: OutRecord) -> None:
+        headers = self._record_headers(rec, idempotency_key(rec))
+
+        async def attempt(told: _Told) -> None:
+            resp = await self._post(rec.payload, headers)
+            if resp.is_success:
+                return
+            told.seconds = _retry_after(resp)
+            raise self._status_error(resp, f"a record of {len(rec.payload)} bytes")
+
+        await self._deliver(attempt)
+
+
+class HttpAdapter(Adapter):
+    name = "http"
+    summary = "HTTP ingest server (webhooks) and HTTP client"
+    extra = "http"
+    client_module = "httpx"
+    config = ConfigSchema(
+        "http",
+        (
+            ConfigField("host", str, "127.0.0.1", "source: address to listen on"),
+            ConfigField("port", int, 8080, "source: port to listen on (0: any free one)"),
+            ConfigField("path", str, "/records", "source: endpoint; batches go to <path>/batch"),
+            ConfigField("respond", str, "admitted",
+                        "source: answer once admitted (202) or once acked downstream (200)",
+                        ("admitted", "confirmed")),
+            ConfigField("capacity", int, 10_000,
+                        "source: records admitted and not yet acked it holds (429 beyond)"),
+            ConfigField("max_body_bytes", int, 8 << 20, "source: larger bodies get 413"),
+            ConfigField("retry_after_s", int, 1, "source: Retry-After of a 429 / 503"),
+            ConfigField("token", str, "",
+                        "bearer token: the source requires it, the sink sends it (empty: none)"),
+            ConfigField("url", str, "", "sink: the URL to POST to"),
+            ConfigField("mode", str, "batch", "sink: one request per batch or per record",
+                        ("batch", "record")),
+            ConfigField("batch_format", str, "ndjson", "sink: body of a batch request",
+                        ("ndjson", "json")),
+            ConfigField("batch_records", int, 500, "sink: most records per batch request"),
+            ConfigField("content_type", str, "application/octet-stream",
+                        "sink, mode = record: Content-Type of the payload"),
+            ConfigField("concurrency", int, 1,
+                        "sink, mode = record: requests in flight (above 1: order not kept)"),
+            ConfigField("timeout_s", float, 10.0, "sink: timeout of one request"),
+            ConfigField("max_connections", int, 10, "sink: connection pool size"),
+            ConfigField("max_attempts", int, 10, "sink: tries per request before failing"),
+        ),
+    )  # fmt: skip
+    capabilities = Capabilities(
+        source=Delivery(
+            "at-least-once",
+            "per-request",
+            "respond = confirmed: 200 after every sink confirmed, clients retry otherwise; "
+            "admitted: 202 on admission, unacked records lost if the source stops",
+        ),
+        sink=Delivery("at-least-once", "per-request", "2xx response, retried otherwise"),
+        max_batch=10_000,
+        backpressure="pause",
+    )
+
+    def make_source(self, config: Mapping[str, ConfigValue]) -> Source:
+        respond = str(config["respond"])
+        return HttpSource(
+            str(config["host"]),
+            int(config["port"]),
+            path=str(config["path"]),
+            respond="confirmed" if respond == "confirmed" else "admitted",
+            capacity=int(config["capacity"]),
+            max_body_bytes=int(config["max_body_bytes"]),
+            retry_after_s=int(config["retry_after_s"]),
+            token=str(config["token"]),
+        )
+
+    def make_sink(self, config: Mapping[str, ConfigValue]) -> Sink:
+        url = str(config["url"])
+        if not url:
+            raise AdapterConfigError("http: a sink needs config 'url'", adapter="http")
+        base = SEND_BACKOFF
+        return HttpSink(
+            url,
+            mode="record" if str(config["mode"]) == "record" else "batch",
+            batch_format="json" if str(config["batch_format"]) == "json" else "ndjson",
+            batch_records=int(config["batch_records"]),
+            content_type=str(config["content_type"]),
+            token=str(config["token"]),
+            concurrency=int(config["concurrency"]),
+            timeout_s=float(config["timeout_s"]),
+            max_connections=int(config["max_connections"]),
+            backoff=Backoff(base.initial_s, base.max_s, base.factor, base.jitter,
+                            max(1, int(config["max_attempts"]))),
+        )  # fmt: skip
