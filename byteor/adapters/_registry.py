@@ -50,6 +50,7 @@ BUILTIN: Final[dict[str, AdapterEntry]] = {
         AdapterEntry(
             "rabbitmq", "byteor.adapters.rabbitmq:RabbitMQAdapter", "rabbitmq", "aio_pika"
         ),
+        AdapterEntry("postgres", "byteor.adapters.postgres:PostgresAdapter", "postgres", "asyncpg"),
         AdapterEntry("http", "byteor.adapters.http:HttpAdapter", "http", "httpx"),
     )
 }
