@@ -560,18 +560,31 @@ class KafkaSource(Source):
             await self._commit(due)
 
     def health(self) -> Health:
+        """Connected while the group's coordinator answers; lag summed over the assigned
+        partitions whose highwater a fetch has reported (the next record to hand out up to
+        the end of the partition)."""
         consumer = self._consumer
         if consumer is None:
             return Health(connected=False, detail="stopped")
+        assigned = consumer.assignment()
         lag: int | None = None
         for tp, part in self._parts.items():
-            high = consumer.highwater(tp)
-            if high is not None and part.next_offset is not None:
-                lag = (lag or 0) + max(0, high - part.next_offset)
+            if tp in assigned and part.next_offset is not None:
+                high = consumer.highwater(tp)
+                if high is not None:
+                    lag = (lag or 0) + max(0, high - part.next_offset)
         if self._trouble:
             return Health(connected=False, lag=lag, detail=self._trouble)
-        detail = "" if self._assigned.is_set() else f"joining group {self._group!r}"
-        return Health(connected=True, lag=lag, detail=detail)
+        if not self._assigned.is_set():
+            return Health(connected=True, lag=lag, detail=f"joining group {self._group!r}")
+        # aiokafka has no public connection state; its group coordinator forgets the broker
+        # it talks to as soon as a request to it fails, and finds it again on its own.
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is not None and getattr(coordinator, "coordinator_id", 0) is None:
+            return Health(
+                connected=False, lag=lag, detail=f"group coordinator lost ({self._address})"
+            )
+        return Health(connected=True, lag=lag)
 
 
 class KafkaSink(Sink):
