@@ -53,6 +53,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -210,29 +211,23 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+@dataclass(frozen=True, slots=True)
 class Columns:
-    """The column names of a table (``key``/``headers`` empty: not stored)."""
+    """The column names of a table (``key``/``headers``/``dedupe`` empty: not stored)."""
 
-    __slots__ = ("id", "txid", "payload", "key", "headers", "dedupe")
+    id: str = "id"
+    txid: str = "txid"
+    payload: str = "payload"
+    key: str = "key"
+    headers: str = "headers"
+    dedupe: str = "dedupe_key"
 
-    def __init__(
-        self,
-        *,
-        id: str = "id",
-        txid: str = "txid",
-        payload: str = "payload",
-        key: str = "key",
-        headers: str = "headers",
-        dedupe: str = "dedupe_key",
-    ) -> None:
-        self.id, self.txid, self.payload = id, txid, payload
-        self.key, self.headers, self.dedupe = key, headers, dedupe
-        named = [c for c in (id, txid, payload, key, headers, dedupe) if c]
-        if len(set(named)) != len(named) or not (id and txid and payload):
+    def __post_init__(self) -> None:
+        named = [c for c in (self.id, self.txid, self.payload, self.key, self.headers) if c]
+        named += [self.dedupe] if self.dedupe else []
+        if len(set(named)) != len(named) or not (self.id and self.txid and self.payload):
             raise AdapterConfigError(
-                f"postgres: column names must be distinct and id, txid and payload set, got "
-                f"id={id!r} txid={txid!r} payload={payload!r} key={key!r} headers={headers!r} "
-                f"dedupe={dedupe!r}",
+                f"postgres: column names must be distinct, and id, txid and payload set: {self}",
                 adapter="postgres",
             )
 
@@ -379,7 +374,7 @@ class _Link:
                 if isinstance(exc, AdapterUnreachable):
                     raise
                 raise AdapterUnreachable(
-                    "postgres", self.address, f"{type(exc).__name__}: {exc}"
+                    "postgres", self.address, f"connection lost: {type(exc).__name__}: {exc}"
                 ) from exc
 
         def note(attempt: int, exc: AdapterError, wait: float) -> None:
@@ -676,7 +671,7 @@ class PostgresSource(Source):
         if not self._started:
             raise AdapterError("postgres: source is not started", adapter="postgres")
         await self._flush_cursor()
-        if self._paused:
+        if self._paused or max_records <= 0:
             return []
         out: list[Record] = []
         while self._redo and len(out) < max_records:
@@ -759,14 +754,7 @@ class PostgresSink(Sink):
             )
         cols = columns or Columns()
         if dedupe == "none":
-            cols = Columns(
-                id=cols.id,
-                txid=cols.txid,
-                payload=cols.payload,
-                key=cols.key,
-                headers=cols.headers,
-                dedupe="",
-            )
+            cols = replace(cols, dedupe="")
         elif not cols.dedupe:
             raise AdapterConfigError(
                 f"postgres: dedupe = {dedupe} needs a dedupe_column", adapter="postgres"

@@ -298,7 +298,9 @@ async def test_pg_terminate_backend_mid_stream_loses_nothing(harness: PostgresHa
     await again.stop()
 
 
-async def test_sink_reconnects_after_its_backend_is_terminated(harness: PostgresHarness) -> None:
+async def test_sink_reconnects_after_its_backend_is_terminated(
+    harness: PostgresHarness, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = PostgresSink(DSN, harness.table)
     await sink.start()
     await sink.write_batch([OutRecord(b"a")])
@@ -327,6 +329,21 @@ async def test_sink_reconnects_after_its_backend_is_terminated(harness: Postgres
     assert sink.backend_pid != pid
     await sink.stop()
     assert [r.payload for r in await harness.written()] == [b"a", b"b", b"c", b"d"]
+    retries = [m for n, lvl, m in caplog.record_tuples if n == "byteor.adapters.postgres"]
+    assert retries and all(m.startswith("byteor-sink: retry 1 in ") for m in retries), retries
+    assert "due to administrator command" in retries[-1]  # the write lost mid-statement
+
+
+async def test_a_new_consumer_can_start_at_the_latest_row(harness: PostgresHarness) -> None:
+    await harness.produce([OutRecord(b"old")])
+    src = await harness.new_source(start_at="latest")
+    assert await src.next_batch(10, timeout_s=0.1) == []
+    await harness.produce([OutRecord(b"new")])
+    assert [r.payload for r in await _drain(src)] == [b"new"]
+    await src.stop()
+    again = await harness.new_source(start_at="earliest")  # the cursor is stored: kept
+    assert await again.next_batch(10, timeout_s=0.1) == []
+    await again.stop()
 
 
 VICTIM = """
