@@ -90,6 +90,68 @@
  * The writer stores seq after the payload and length, so a reader that finds
  * seq == s in slot s & (capacity - 1) may read message s without looking at the
  * producer cursor. Slots never written hold SEQ_NEVER_WRITTEN.
+ *
+ * Counters segments
+ * -----------------
+ * A pipeline run keeps one more segment next to its lanes: a table of per-node counters
+ * (records in and out, errors, time busy), one row per source, stage or sink, so that
+ * byteor snapshot reads them from outside. Each row has exactly one writer at a time, the
+ * process that runs the node; nobody takes a lock. Rows carry their node's name and process
+ * group as plain strings: the segment knows nothing of specs. From offset 0::
+ *
+ *     0                 128                     128 + 256     128 + rows x 256
+ *     +-----------------+-----------------------+--------------+
+ *     | CountersHeader  | NodeRow 0             | NodeRow 1 .. |
+ *     | (2 lines)       | (4 lines)             |              |
+ *     +-----------------+-----------------------+--------------+
+ *
+ * CountersHeader, line 0 (immutable after creation, covered by header_crc)::
+ *
+ *     0       8       12      16      20      24              32              40      44
+ *     +-------+-------+-------+-------+-------+---------------+---------------+-------+-------+
+ *     | magic | abi   | layout| rows  | row_  | total_bytes   | created_ns    |creator|creator|
+ *     | (8)   | ver(4)| id(4) | (4)   | bytes | (8)           | (8)           | uid   | pid   |
+ *     +-------+-------+-------+-------+-------+---------------+---------------+-------+-------+
+ *     48              56              64
+ *     +---------------+---------------+
+ *     | creator_start | (reserved)    |
+ *     +---------------+---------------+
+ *
+ * CountersHeader, line 1 (64..127)::
+ *
+ *     64       68       72                                           120      128
+ *     +--------+--------+--------------------------------------------+--------+
+ *     | header | finish-| name (48 bytes, UTF-8, NUL padded)         | (res.) |
+ *     | crc32  | ed     |                                            |        |
+ *     +--------+--------+--------------------------------------------+--------+
+ *
+ * A NodeRow. Line 0 holds the *committed* counters, written under a sequence lock: the owner
+ * makes seq odd, writes the seven words, makes it even again; a reader that sees the same
+ * even seq before and after reading the words has a consistent row (x86-64 keeps stores in
+ * order, see _platform). The owner commits when everything it took from its inputs has been
+ * published, so a committed row always adds up (in = out + dropped for a filter). Line 1 is
+ * live (what the owner is doing now, and the restart accounting); lines 2-3 are written once::
+ *
+ *     0      8         16        24      32       40      48        56         64
+ *     +------+---------+---------+-------+--------+-------+---------+----------+
+ *     | seq  | records | records | errors| skipped| routed| busy_ns | updated_ |   line 0
+ *     |      | _in     | _out    |       |        |       |         | ns       |
+ *     +------+---------+---------+-------+--------+-------+---------+----------+
+ *     64        72    76    80        88       96       104        112       120        128
+ *     +---------+-----+-----+---------+--------+--------+----------+---------+----------+
+ *     | inflight|phase| pid | started_| owner_ |restarts| redeliv- | dupli-  | pending_ |   line 1
+ *     |         |     |     | ns      | start  |        | ered     | cates   | skipped  |
+ *     +---------+-----+-----+---------+--------+--------+----------+---------+----------+
+ *     | name (48 bytes, UTF-8, NUL padded)                | role   | (reserved)       |   line 2
+ *     +---------------------------------------------------+--------+------------------+
+ *     | group (48 bytes: the process the node runs in)    | (reserved)                |   line 3
+ *     +---------------------------------------------------+---------------------------+
+ *
+ * busy_ns is time spent in the node's work (a stage's op) and started_ns /
+ * updated_ns are CLOCK_MONOTONIC readings (one clock for every process of a machine):
+ * busy share = busy_ns / (now - started_ns). inflight counts records taken since the
+ * last commit (0 when idle); phase says whether the owner is waiting for input, inside the
+ * op, or waiting for room in an output.
  */
 #ifndef BYTEOR_V1_H
 #define BYTEOR_V1_H
@@ -136,6 +198,25 @@
 
 /* header_crc covers segment bytes [0, BYTEOR_HEADER_CRC_SPAN) */
 #define BYTEOR_HEADER_CRC_SPAN          64u
+
+/* counters segments (byteor_counters_header, then rows x byteor_node_row) */
+#define BYTEOR_COUNTERS_MAGIC           "BYTEORCT"
+#define BYTEOR_COUNTERS_MAGIC_LEN       8u
+#define BYTEOR_COUNTERS_ABI_VERSION     1u
+#define BYTEOR_COUNTERS_MAX_ROWS        4096u
+#define BYTEOR_COUNTERS_LAYOUT_ID       0x2dbddea1u
+#define BYTEOR_COUNTERS_CRC_SPAN        64u
+
+/* what a row counts (byteor_node_row.role) */
+#define BYTEOR_ROLE_SOURCE              1u  /* "source" */
+#define BYTEOR_ROLE_STAGE               2u  /* "stage" */
+#define BYTEOR_ROLE_SINK                3u  /* "sink" */
+
+/* what a row's owner does now (byteor_node_row.phase) */
+#define BYTEOR_PHASE_IDLE               0u  /* "idle" */
+#define BYTEOR_PHASE_STEP               1u  /* "step" */
+#define BYTEOR_PHASE_BLOCKED            2u  /* "blocked" */
+#define BYTEOR_PHASE_DONE               3u  /* "done" */
 
 /* ---- structures (no packing: every field is naturally aligned) -------------------- */
 
@@ -242,6 +323,92 @@ _Static_assert(offsetof(byteor_slot_descriptor, length) == 0, "SlotDescriptor.le
 _Static_assert(offsetof(byteor_slot_descriptor, flags) == 4, "SlotDescriptor.flags offset");
 _Static_assert(offsetof(byteor_slot_descriptor, seq) == 8, "SlotDescriptor.seq offset");
 _Static_assert(sizeof(byteor_slot_descriptor) == 16, "sizeof SlotDescriptor");
+
+/* CountersHeader: The first 128 bytes of a counters segment. */
+typedef struct byteor_counters_header {
+    char magic[8];                          /*    0 ..    8 */
+    uint32_t abi_version;                   /*    8 ..   12 */
+    uint32_t layout_id;                     /*   12 ..   16 */
+    uint32_t rows;                          /*   16 ..   20 */
+    uint32_t row_bytes;                     /*   20 ..   24 */
+    uint64_t total_bytes;                   /*   24 ..   32 */
+    uint64_t created_ns;                    /*   32 ..   40 */
+    uint32_t creator_uid;                   /*   40 ..   44 */
+    uint32_t creator_pid;                   /*   44 ..   48 */
+    uint64_t creator_start;                 /*   48 ..   56 */
+    uint64_t _reserved0;                    /*   56 ..   64 */
+    uint32_t header_crc;                    /*   64 ..   68 */
+    uint32_t finished;                      /*   68 ..   72 */
+    char name[48];                          /*   72 ..  120 */
+    uint64_t _reserved1;                    /*  120 ..  128 */
+} byteor_counters_header;
+_Static_assert(offsetof(byteor_counters_header, magic) == 0, "CountersHeader.magic offset");
+_Static_assert(offsetof(byteor_counters_header, abi_version) == 8, "CountersHeader.abi_version offset");
+_Static_assert(offsetof(byteor_counters_header, layout_id) == 12, "CountersHeader.layout_id offset");
+_Static_assert(offsetof(byteor_counters_header, rows) == 16, "CountersHeader.rows offset");
+_Static_assert(offsetof(byteor_counters_header, row_bytes) == 20, "CountersHeader.row_bytes offset");
+_Static_assert(offsetof(byteor_counters_header, total_bytes) == 24, "CountersHeader.total_bytes offset");
+_Static_assert(offsetof(byteor_counters_header, created_ns) == 32, "CountersHeader.created_ns offset");
+_Static_assert(offsetof(byteor_counters_header, creator_uid) == 40, "CountersHeader.creator_uid offset");
+_Static_assert(offsetof(byteor_counters_header, creator_pid) == 44, "CountersHeader.creator_pid offset");
+_Static_assert(offsetof(byteor_counters_header, creator_start) == 48, "CountersHeader.creator_start offset");
+_Static_assert(offsetof(byteor_counters_header, _reserved0) == 56, "CountersHeader._reserved0 offset");
+_Static_assert(offsetof(byteor_counters_header, header_crc) == 64, "CountersHeader.header_crc offset");
+_Static_assert(offsetof(byteor_counters_header, finished) == 68, "CountersHeader.finished offset");
+_Static_assert(offsetof(byteor_counters_header, name) == 72, "CountersHeader.name offset");
+_Static_assert(offsetof(byteor_counters_header, _reserved1) == 120, "CountersHeader._reserved1 offset");
+_Static_assert(sizeof(byteor_counters_header) == 128, "sizeof CountersHeader");
+
+/* NodeRow: One node's counters: committed (sequence-locked), live, and its identity. */
+typedef struct byteor_node_row {
+    uint64_t seq;                           /*    0 ..    8 */
+    uint64_t records_in;                    /*    8 ..   16 */
+    uint64_t records_out;                   /*   16 ..   24 */
+    uint64_t errors;                        /*   24 ..   32 */
+    uint64_t skipped;                       /*   32 ..   40 */
+    uint64_t routed;                        /*   40 ..   48 */
+    uint64_t busy_ns;                       /*   48 ..   56 */
+    uint64_t updated_ns;                    /*   56 ..   64 */
+    uint64_t inflight;                      /*   64 ..   72 */
+    uint32_t phase;                         /*   72 ..   76 */
+    uint32_t pid;                           /*   76 ..   80 */
+    uint64_t started_ns;                    /*   80 ..   88 */
+    uint64_t owner_start;                   /*   88 ..   96 */
+    uint64_t restarts;                      /*   96 ..  104 */
+    uint64_t redelivered;                   /*  104 ..  112 */
+    uint64_t duplicates;                    /*  112 ..  120 */
+    uint64_t pending_skipped;               /*  120 ..  128 */
+    char name[48];                          /*  128 ..  176 */
+    uint32_t role;                          /*  176 ..  180 */
+    uint32_t _reserved0;                    /*  180 ..  184 */
+    uint64_t _reserved1;                    /*  184 ..  192 */
+    char group[48];                         /*  192 ..  240 */
+    uint64_t _reserved2[2];                 /*  240 ..  256 */
+} byteor_node_row;
+_Static_assert(offsetof(byteor_node_row, seq) == 0, "NodeRow.seq offset");
+_Static_assert(offsetof(byteor_node_row, records_in) == 8, "NodeRow.records_in offset");
+_Static_assert(offsetof(byteor_node_row, records_out) == 16, "NodeRow.records_out offset");
+_Static_assert(offsetof(byteor_node_row, errors) == 24, "NodeRow.errors offset");
+_Static_assert(offsetof(byteor_node_row, skipped) == 32, "NodeRow.skipped offset");
+_Static_assert(offsetof(byteor_node_row, routed) == 40, "NodeRow.routed offset");
+_Static_assert(offsetof(byteor_node_row, busy_ns) == 48, "NodeRow.busy_ns offset");
+_Static_assert(offsetof(byteor_node_row, updated_ns) == 56, "NodeRow.updated_ns offset");
+_Static_assert(offsetof(byteor_node_row, inflight) == 64, "NodeRow.inflight offset");
+_Static_assert(offsetof(byteor_node_row, phase) == 72, "NodeRow.phase offset");
+_Static_assert(offsetof(byteor_node_row, pid) == 76, "NodeRow.pid offset");
+_Static_assert(offsetof(byteor_node_row, started_ns) == 80, "NodeRow.started_ns offset");
+_Static_assert(offsetof(byteor_node_row, owner_start) == 88, "NodeRow.owner_start offset");
+_Static_assert(offsetof(byteor_node_row, restarts) == 96, "NodeRow.restarts offset");
+_Static_assert(offsetof(byteor_node_row, redelivered) == 104, "NodeRow.redelivered offset");
+_Static_assert(offsetof(byteor_node_row, duplicates) == 112, "NodeRow.duplicates offset");
+_Static_assert(offsetof(byteor_node_row, pending_skipped) == 120, "NodeRow.pending_skipped offset");
+_Static_assert(offsetof(byteor_node_row, name) == 128, "NodeRow.name offset");
+_Static_assert(offsetof(byteor_node_row, role) == 176, "NodeRow.role offset");
+_Static_assert(offsetof(byteor_node_row, _reserved0) == 180, "NodeRow._reserved0 offset");
+_Static_assert(offsetof(byteor_node_row, _reserved1) == 184, "NodeRow._reserved1 offset");
+_Static_assert(offsetof(byteor_node_row, group) == 192, "NodeRow.group offset");
+_Static_assert(offsetof(byteor_node_row, _reserved2) == 240, "NodeRow._reserved2 offset");
+_Static_assert(sizeof(byteor_node_row) == 256, "sizeof NodeRow");
 
 /* ---- geometry (mirrors byteor.lanes.layout.Geometry) -------------------------------- */
 

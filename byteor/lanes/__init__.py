@@ -9,6 +9,10 @@ Four lane kinds over one ring design (see ``docs/lanes.md``):
 * ``fanout``  - every consumer sees every message; each consumer is critical (gates) or
   best-effort (may be overrun, counts its loss).
 
+Next to its lanes, a pipeline run keeps a *counters segment* (:func:`create_counters`): one
+row of counters per node, each written without locks by the process running the node and read
+by anyone (``byteor snapshot``).
+
 ::
 
     lane = byteor.lanes.create("orders", kind="events", capacity=4096, slot_bytes=256)
@@ -18,6 +22,15 @@ Four lane kinds over one ring design (see ``docs/lanes.md``):
 
 from __future__ import annotations
 
+from byteor.lanes._counters import (
+    CounterRow,
+    Counters,
+    NodeCounters,
+    RowWriter,
+    attach_counters,
+    create_counters,
+    unlink_counters,
+)
 from byteor.lanes._errors import (
     AttachError,
     BadChecksum,
@@ -68,6 +81,14 @@ __all__ = [
     "BUSY_WAIT",
     "Router",
     "Merge",
+    # per-node counters of a run (a counters segment)
+    "create_counters",
+    "attach_counters",
+    "unlink_counters",
+    "Counters",
+    "CounterRow",
+    "NodeCounters",
+    "RowWriter",
     # errors
     "LaneError",
     "AttachError",

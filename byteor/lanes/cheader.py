@@ -29,12 +29,14 @@ __all__ = ["COMMAND", "STRUCTS", "default_path", "render", "main"]
 
 COMMAND: Final = "python -m byteor.lanes.cheader"
 
-# The structures of a segment, in the order they appear in it.
+# The structures of a lane segment, in the order they appear in it, then a counters segment's.
 STRUCTS: Final[tuple[type[ctypes.Structure], ...]] = (
     L.SegmentHeader,
     L.ProducerBlock,
     L.ConsumerBlock,
     L.SlotDescriptor,
+    L.CountersHeader,
+    L.NodeRow,
 )
 
 # ctypes simple-type codes: lowercase signed, uppercase unsigned (width from sizeof).
@@ -49,6 +51,9 @@ _GROUPS: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("MIN_", "MAX_"), "limits (capacity: a power of two; slot_bytes: a multiple of 8)"),
     (("LAYOUT_ID",), "CRC of every field name, offset and size below"),
     (("HEADER_CRC_SPAN",), "header_crc covers segment bytes [0, BYTEOR_HEADER_CRC_SPAN)"),
+    (("COUNTERS_",), "counters segments (byteor_counters_header, then rows x byteor_node_row)"),
+    (("ROLE_",), "what a row counts (byteor_node_row.role)"),
+    (("PHASE_",), "what a row's owner does now (byteor_node_row.phase)"),
 )
 
 
@@ -125,6 +130,8 @@ def _render_constants() -> list[str]:
     """Every integer and byte-string constant ``layout`` exports, as ``BYTEOR_<NAME>``."""
     names = {f"KIND_{v.upper()}": v for v in L.KIND_NAMES.values()}
     names.update({f"STATE_{v.upper()}": v for v in L.STATE_NAMES.values()})
+    names.update({f"ROLE_{v.upper()}": v for v in L.ROLE_NAMES.values()})
+    names.update({f"PHASE_{v.upper()}": v for v in L.PHASE_NAMES.values()})
     lines: list[str] = []
     seen: set[str] = set()
     for export in L.__all__:
@@ -140,7 +147,7 @@ def _render_constants() -> list[str]:
             lines.append(f'{macro:<40}"{value.decode("ascii")}"')
             lines.append(f"{macro + '_LEN':<40}{len(value)}u")
         else:
-            literal = _c_int(value, hexadecimal=export == "LAYOUT_ID")
+            literal = _c_int(value, hexadecimal=export.endswith("LAYOUT_ID"))
             note = f'  /* "{names[export]}" */' if export in names else ""
             lines.append(f"{macro:<40}{literal}{note}")
     return lines

@@ -10,6 +10,9 @@ nothing, and registers nobody), and gives each a verdict:
 * ``invalid`` - it fails validation (the error says why);
 * ``foreign`` - it belongs to another user: not ours to judge, never removed.
 
+A pipeline run's *counters segment* (``byteor-<run>.-counters``, per-node counters) is
+judged the same way: live while its creator or a process that owns one of its rows runs.
+
 A process is identified by its pid *and* its start time, so a reused pid reads as gone.
 ``remove`` unlinks stale and invalid segments only, after looking at each one again (a stale
 segment under its registration lock), so a segment that came back to life in between stays.
@@ -28,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal
 
 from byteor.lanes import layout as L
+from byteor.lanes._counters import attach_counters, is_counters_file
 from byteor.lanes._errors import AttachError, BadMagic, LaneError
 from byteor.lanes._lane import read_statistics
 from byteor.lanes._platform import pid_alive
@@ -151,6 +155,8 @@ def inspect_segment(path: str, *, now: float | None = None) -> SegmentReport:
             st.st_size,
             note=f"belongs to uid {st.st_uid}; run the doctor as that user",
         )
+    if is_counters_file(path):
+        return _inspect_counters(name, path, st, now)
     try:
         seg = attach_segment(name, backing="file", path=path)
     except (AttachError, ValueError) as exc:
@@ -159,6 +165,32 @@ def inspect_segment(path: str, *, now: float | None = None) -> SegmentReport:
         return _describe(name, path, st.st_size, seg)
     finally:
         seg.close()
+
+
+def _inspect_counters(name: str, path: str, st: os.stat_result, now: float | None) -> SegmentReport:
+    try:
+        counters = attach_counters(name, path=path)
+    except (AttachError, ValueError) as exc:
+        return _invalid(name, path, st, exc, time.time() if now is None else now)
+    try:
+        header = counters.header()
+        rows = counters.read_all()
+    finally:
+        counters.close()
+    creator_alive = pid_alive(header.creator_pid, header.creator_start)
+    anyone = creator_alive or any(r.alive for r in rows)
+    return SegmentReport(
+        name,
+        path,
+        "live" if anyone else "stale",
+        st.st_size,
+        kind="counters",
+        capacity=len(rows),
+        creator_pid=header.creator_pid,
+        creator_alive=creator_alive,
+        closed=bool(header.finished),
+        removable=not anyone,
+    )
 
 
 def _invalid(name: str, path: str, st: os.stat_result, exc: Exception, now: float) -> SegmentReport:
@@ -242,6 +274,13 @@ def remove(report: DoctorReport, *, now: float | None = None) -> DoctorReport:
 def _remove_one(found: SegmentReport, now: float | None) -> SegmentReport:
     path = found.path
     try:
+        if found.verdict == "stale" and found.kind == "counters":
+            # Rows have no registration lock: look again, then unlink.
+            again = inspect_segment(path, now=now)
+            if again.verdict != "stale":
+                return replace(again, note="came back to life since it was inspected")
+            os.unlink(path)
+            return replace(again, removed=True)
         if found.verdict == "stale":
             return _remove_stale(found)
         again = inspect_segment(path, now=now)
@@ -288,7 +327,13 @@ def format_text(report: DoctorReport, *, removing: bool) -> str:
     width = max((len(s.name) for s in report.segments), default=0)
     for s in report.segments:
         head = f"{s.verdict:<8} {s.name:<{width}}"
-        if s.kind is not None:
+        if s.kind == "counters":
+            lines.append(
+                f"{head}  counters {s.capacity} row(s), {s.size} bytes"
+                + (", run finished" if s.closed else "")
+            )
+            lines.append(f"         creator {_alive(s.creator_pid, s.creator_alive)}")
+        elif s.kind is not None:
             lines.append(
                 f"{head}  {s.kind} capacity {s.capacity} x {s.slot_bytes} B, {s.size} bytes, "
                 f"published {s.published}{', closed' if s.closed else ''}"

@@ -84,6 +84,68 @@ A slot descriptor says what the slot holds::
 The writer stores ``seq`` after the payload and ``length``, so a reader that finds
 ``seq == s`` in slot ``s & (capacity - 1)`` may read message ``s`` without looking at the
 producer cursor. Slots never written hold ``SEQ_NEVER_WRITTEN``.
+
+Counters segments
+-----------------
+A pipeline run keeps one more segment next to its lanes: a table of per-node counters
+(records in and out, errors, time busy), one row per source, stage or sink, so that
+``byteor snapshot`` reads them from outside. Each row has exactly one writer at a time, the
+process that runs the node; nobody takes a lock. Rows carry their node's name and process
+group as plain strings: the segment knows nothing of specs. From offset 0::
+
+    0                 128                     128 + 256     128 + rows x 256
+    +-----------------+-----------------------+--------------+
+    | CountersHeader  | NodeRow 0             | NodeRow 1 .. |
+    | (2 lines)       | (4 lines)             |              |
+    +-----------------+-----------------------+--------------+
+
+CountersHeader, line 0 (immutable after creation, covered by ``header_crc``)::
+
+    0       8       12      16      20      24              32              40      44
+    +-------+-------+-------+-------+-------+---------------+---------------+-------+-------+
+    | magic | abi   | layout| rows  | row_  | total_bytes   | created_ns    |creator|creator|
+    | (8)   | ver(4)| id(4) | (4)   | bytes | (8)           | (8)           | uid   | pid   |
+    +-------+-------+-------+-------+-------+---------------+---------------+-------+-------+
+    48              56              64
+    +---------------+---------------+
+    | creator_start | (reserved)    |
+    +---------------+---------------+
+
+CountersHeader, line 1 (64..127)::
+
+    64       68       72                                           120      128
+    +--------+--------+--------------------------------------------+--------+
+    | header | finish-| name (48 bytes, UTF-8, NUL padded)         | (res.) |
+    | crc32  | ed     |                                            |        |
+    +--------+--------+--------------------------------------------+--------+
+
+A NodeRow. Line 0 holds the *committed* counters, written under a sequence lock: the owner
+makes ``seq`` odd, writes the seven words, makes it even again; a reader that sees the same
+even ``seq`` before and after reading the words has a consistent row (x86-64 keeps stores in
+order, see ``_platform``). The owner commits when everything it took from its inputs has been
+published, so a committed row always adds up (in = out + dropped for a filter). Line 1 is
+live (what the owner is doing now, and the restart accounting); lines 2-3 are written once::
+
+    0      8         16        24      32       40      48        56         64
+    +------+---------+---------+-------+--------+-------+---------+----------+
+    | seq  | records | records | errors| skipped| routed| busy_ns | updated_ |   line 0
+    |      | _in     | _out    |       |        |       |         | ns       |
+    +------+---------+---------+-------+--------+-------+---------+----------+
+    64        72    76    80        88       96       104        112       120        128
+    +---------+-----+-----+---------+--------+--------+----------+---------+----------+
+    | inflight|phase| pid | started_| owner_ |restarts| redeliv- | dupli-  | pending_ |   line 1
+    |         |     |     | ns      | start  |        | ered     | cates   | skipped  |
+    +---------+-----+-----+---------+--------+--------+----------+---------+----------+
+    | name (48 bytes, UTF-8, NUL padded)                | role   | (reserved)       |   line 2
+    +---------------------------------------------------+--------+------------------+
+    | group (48 bytes: the process the node runs in)    | (reserved)                |   line 3
+    +---------------------------------------------------+---------------------------+
+
+``busy_ns`` is time spent in the node's work (a stage's op) and ``started_ns`` /
+``updated_ns`` are ``CLOCK_MONOTONIC`` readings (one clock for every process of a machine):
+busy share = ``busy_ns / (now - started_ns)``. ``inflight`` counts records taken since the
+last commit (0 when idle); ``phase`` says whether the owner is waiting for input, inside the
+op, or waiting for room in an output.
 """
 
 from __future__ import annotations
@@ -123,6 +185,24 @@ __all__ = [
     "HEADER_CRC_SPAN",
     "header_crc",
     "align",
+    "COUNTERS_MAGIC",
+    "COUNTERS_ABI_VERSION",
+    "COUNTERS_MAX_ROWS",
+    "COUNTERS_LAYOUT_ID",
+    "COUNTERS_CRC_SPAN",
+    "ROLE_SOURCE",
+    "ROLE_STAGE",
+    "ROLE_SINK",
+    "ROLE_NAMES",
+    "ROLE_CODES",
+    "PHASE_IDLE",
+    "PHASE_STEP",
+    "PHASE_BLOCKED",
+    "PHASE_DONE",
+    "PHASE_NAMES",
+    "CountersHeader",
+    "NodeRow",
+    "counters_bytes",
 ]
 
 MAGIC: Final = b"BYTEORLN"
@@ -230,6 +310,31 @@ class ConsumerBlock(ctypes.LittleEndianStructure):
     ]
 
 
+# Counters segments.
+COUNTERS_MAGIC: Final = b"BYTEORCT"
+COUNTERS_ABI_VERSION: Final = 1
+COUNTERS_MAX_ROWS: Final = 4096
+
+# NodeRow.role: what the row counts.
+ROLE_SOURCE: Final = 1
+ROLE_STAGE: Final = 2
+ROLE_SINK: Final = 3
+ROLE_NAMES: Final[dict[int, str]] = {ROLE_SOURCE: "source", ROLE_STAGE: "stage", ROLE_SINK: "sink"}
+ROLE_CODES: Final[dict[str, int]] = {v: k for k, v in ROLE_NAMES.items()}
+
+# NodeRow.phase: what the owner does now.
+PHASE_IDLE: Final = 0  # waiting for input (or not started)
+PHASE_STEP: Final = 1  # inside the node's work (a stage's op: user code)
+PHASE_BLOCKED: Final = 2  # holding outputs, waiting for room in an output lane
+PHASE_DONE: Final = 3  # finished: its outputs are closed
+PHASE_NAMES: Final[dict[int, str]] = {
+    PHASE_IDLE: "idle",
+    PHASE_STEP: "step",
+    PHASE_BLOCKED: "blocked",
+    PHASE_DONE: "done",
+}
+
+
 class SlotDescriptor(ctypes.LittleEndianStructure):
     """What slot ``i`` holds: payload length, flags and the sequence written into it."""
 
@@ -241,14 +346,74 @@ class SlotDescriptor(ctypes.LittleEndianStructure):
     ]
 
 
+class CountersHeader(ctypes.LittleEndianStructure):
+    """The first 128 bytes of a counters segment."""
+
+    _pack_ = 1
+    _fields_ = [
+        # line 0: identity and geometry (immutable, checksummed)
+        ("magic", ctypes.c_char * 8),
+        ("abi_version", ctypes.c_uint32),
+        ("layout_id", ctypes.c_uint32),
+        ("rows", ctypes.c_uint32),
+        ("row_bytes", ctypes.c_uint32),
+        ("total_bytes", ctypes.c_uint64),
+        ("created_ns", ctypes.c_uint64),
+        ("creator_uid", ctypes.c_uint32),
+        ("creator_pid", ctypes.c_uint32),
+        ("creator_start", ctypes.c_uint64),
+        ("_reserved0", ctypes.c_uint64),
+        # line 1: checksum, the run's end, the run's name
+        ("header_crc", ctypes.c_uint32),
+        ("finished", ctypes.c_uint32),
+        ("name", ctypes.c_char * MAX_NAME_BYTES),
+        ("_reserved1", ctypes.c_uint64),
+    ]
+
+
+class NodeRow(ctypes.LittleEndianStructure):
+    """One node's counters: committed (sequence-locked), live, and its identity."""
+
+    _pack_ = 1
+    _fields_ = [
+        # line 0: committed counters, under the sequence lock
+        ("seq", ctypes.c_uint64),
+        ("records_in", ctypes.c_uint64),
+        ("records_out", ctypes.c_uint64),
+        ("errors", ctypes.c_uint64),
+        ("skipped", ctypes.c_uint64),
+        ("routed", ctypes.c_uint64),
+        ("busy_ns", ctypes.c_uint64),
+        ("updated_ns", ctypes.c_uint64),
+        # line 1: live state and restart accounting
+        ("inflight", ctypes.c_uint64),
+        ("phase", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("started_ns", ctypes.c_uint64),
+        ("owner_start", ctypes.c_uint64),
+        ("restarts", ctypes.c_uint64),
+        ("redelivered", ctypes.c_uint64),
+        ("duplicates", ctypes.c_uint64),
+        ("pending_skipped", ctypes.c_uint64),
+        # lines 2-3: identity, written at creation
+        ("name", ctypes.c_char * MAX_NAME_BYTES),
+        ("role", ctypes.c_uint32),
+        ("_reserved0", ctypes.c_uint32),
+        ("_reserved1", ctypes.c_uint64),
+        ("group", ctypes.c_char * MAX_NAME_BYTES),
+        ("_reserved2", ctypes.c_uint64 * 2),
+    ]
+
+
 # The checksummed span of the header is its first cache line.
 HEADER_CRC_SPAN: Final = SegmentHeader.header_crc.offset
+COUNTERS_CRC_SPAN: Final = CountersHeader.header_crc.offset
 
 
-def _layout_fingerprint() -> int:
+def _fingerprint(structs: tuple[type[ctypes.Structure], ...]) -> int:
     """A CRC of every field name, offset and size: two builds agree only on the same layout."""
     parts: list[str] = []
-    for struct in (SegmentHeader, ProducerBlock, ConsumerBlock, SlotDescriptor):
+    for struct in structs:
         for field in struct._fields_:
             field_name, field_type = field[0], field[1]
             desc = getattr(struct, field_name)
@@ -258,7 +423,18 @@ def _layout_fingerprint() -> int:
     return zlib.crc32(";".join(parts).encode()) & 0xFFFFFFFF
 
 
+def _layout_fingerprint() -> int:
+    """The lane segment's fingerprint (of the structures as this module holds them now)."""
+    return _fingerprint((SegmentHeader, ProducerBlock, ConsumerBlock, SlotDescriptor))
+
+
+def _counters_fingerprint() -> int:
+    """The counters segment's fingerprint, kept apart so lane segments keep their id."""
+    return _fingerprint((CountersHeader, NodeRow))
+
+
 LAYOUT_ID: Final = _layout_fingerprint()
+COUNTERS_LAYOUT_ID: Final = _counters_fingerprint()
 
 
 def header_crc(first_line: bytes) -> int:
@@ -302,12 +478,21 @@ class Geometry:
         return self.consumers_offset + index * ctypes.sizeof(ConsumerBlock)
 
 
+def counters_bytes(rows: int) -> int:
+    """The size of a counters segment of ``rows`` rows."""
+    return ctypes.sizeof(CountersHeader) + rows * ctypes.sizeof(NodeRow)
+
+
 def _check_sizes() -> None:
     assert ctypes.sizeof(SegmentHeader) == 4 * CACHE_LINE
     assert ctypes.sizeof(ProducerBlock) == 2 * CACHE_LINE
     assert ctypes.sizeof(ConsumerBlock) == 2 * CACHE_LINE
     assert ctypes.sizeof(SlotDescriptor) == 16
     assert HEADER_CRC_SPAN == CACHE_LINE
+    assert ctypes.sizeof(CountersHeader) == 2 * CACHE_LINE
+    assert ctypes.sizeof(NodeRow) == 4 * CACHE_LINE
+    assert NodeRow.inflight.offset == CACHE_LINE and NodeRow.name.offset == 2 * CACHE_LINE
+    assert COUNTERS_CRC_SPAN == CACHE_LINE
 
 
 _check_sizes()
