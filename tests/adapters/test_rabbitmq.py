@@ -412,6 +412,101 @@ async def test_a_sink_publishes_again_after_the_server_closed_its_connection(
         await sink.stop()
 
 
+class _Outage:
+    """A TCP forwarder to RabbitMQ that can cut its connections and then refuse new ones
+    (closing each at once, counting when it came): the server down, as the client sees it,
+    while the shared server keeps running."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.attempts: list[float] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            self.attempts.append(asyncio.get_running_loop().time())
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except OSError:
+            pass
+        finally:
+            dst.transport.abort()
+
+    def cut(self) -> None:
+        self.down = True
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        self._server.close()
+        await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_server_down_mid_stream_waits_grow_and_reading_resumes(
+    harness: RabbitHarness,
+) -> None:
+    outage = _Outage()
+    port = await outage.start()
+    sent = [OutRecord(f"r{i}".encode(), b"k") for i in range(100)]
+    await harness.produce(sent)
+    src = RabbitMQSource(
+        f"amqp://guest:guest@127.0.0.1:{port}/", harness.queue, prefetch=30,
+        reconnect_s=0.05, reconnect_max_s=0.4,
+    )  # fmt: skip
+    await src.start()
+    try:
+        first = await _take(src, 30)
+        for r in first[:20]:
+            await r.ack.ack()
+        src.pause()
+        assert await src.next_batch(1) == []  # sends the 20 acks
+        await _until(lambda: src.buffered == 20, "the broker to refill the prefetch")
+        loop = asyncio.get_running_loop()
+        cut_at = loop.time()
+        outage.cut()
+        await _until(lambda: not src.health().connected, "the source to notice the outage")
+        assert src.health().detail.startswith("reconnecting for ")
+        src.resume()
+        assert await src.next_batch(10, timeout_s=0.1) == []  # neither hangs nor raises
+        await _until(lambda: len(outage.attempts) >= 5, "five reconnect attempts")
+        # Waits of 0.05, 0.05, 0.1, 0.2 s at least between them (as long again as the outage
+        # so far); a fixed 0.05 s would make five attempts in about 0.25 s.
+        assert outage.attempts[4] - cut_at >= 0.4, [t - cut_at for t in outage.attempts]
+        outage.down = False
+        await _until(lambda: _reconnected_once(src), "the source to reconnect")
+        rest = await _drain(src)
+        assert [r.payload for r in rest] == [r.payload for r in sent[20:]], "lost or repeated"
+        assert [r.payload for r in rest if _redelivered(r)] == [r.payload for r in sent[20:50]]
+    finally:
+        await src.stop()
+        await outage.close()
+    assert await harness.counts() == (0, 0)
+
+
 VICTIM = """
 import asyncio, sys
 from byteor.adapters.rabbitmq import RabbitMQSource
