@@ -259,6 +259,8 @@ def decode_batch(body: bytes, fmt: BatchFormat = "ndjson") -> list[OutRecord]:
             raise _BadBatch(
                 f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
             ) from None
+        except (ValueError, RecursionError) as exc:  # a huge integer, nesting too deep
+            raise _BadBatch(f"not valid JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(doc, list):
             raise _BadBatch(
                 f"the body must be a JSON array of record objects, got {type(doc).__name__}"
@@ -274,6 +276,8 @@ def decode_batch(body: bytes, fmt: BatchFormat = "ndjson") -> list[OutRecord]:
             raise _BadBatch(f"line {n}: not UTF-8") from None
         except json.JSONDecodeError as exc:
             raise _BadBatch(f"line {n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a huge integer, nesting too deep
+            raise _BadBatch(f"line {n}: not valid JSON ({type(exc).__name__}: {exc})") from None
         out.append(_read_record(obj, f"line {n}"))
     return out
 
@@ -646,8 +650,8 @@ class HttpSource(Source):
         ok = hmac.compare_digest(given.strip().encode("latin-1"), self._expected)
         return ok and scheme.lower() == "bearer"
 
-    async def _preamble(self, request: Request) -> Response | bytes:
-        """The checks every ingest request passes, then its body (or the refusal)."""
+    def _gate(self, request: Request) -> Response | None:
+        """Refuse a request before looking at it: the source is stopping, or no token."""
         if self._closing:
             return _error(503, "the source is stopping", {"Retry-After": str(self._retry_after)})
         if self._expected and not self._authorized(request):
@@ -656,6 +660,10 @@ class HttpSource(Source):
                 "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
                 {"WWW-Authenticate": 'Bearer realm="byteor"'},
             )
+        return None
+
+    async def _body(self, request: Request) -> Response | bytes:
+        """The body, read up to ``max_body_bytes`` (or the refusal)."""
         if self._paused or self._used >= self._capacity:
             return self._busy()  # before reading a body we could not keep
         length = request.headers.get("content-length")
@@ -679,13 +687,16 @@ class HttpSource(Source):
         )
 
     async def _single(self, request: Request) -> Response:
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
         if _media_type(request) in _FORMS:
             return self._refuse(
                 415,
                 "form encodings are not record payloads; send the body as is (curl "
                 "--data-binary with e.g. Content-Type: application/octet-stream)",
             )
-        body = await self._preamble(request)
+        body = await self._body(request)
         if isinstance(body, Response):
             return body
         key: bytes | None = None
@@ -699,6 +710,9 @@ class HttpSource(Source):
         return await self._admit([OutRecord(body, key, tuple(headers))])
 
     async def _batch(self, request: Request) -> Response:
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
         fmt = _FORMATS.get(_media_type(request))
         if fmt is None:
             return self._refuse(
@@ -706,7 +720,7 @@ class HttpSource(Source):
                 f"a batch is Content-Type application/x-ndjson or application/json, got "
                 f"{request.headers.get('content-type', 'none')!r}",
             )
-        body = await self._preamble(request)
+        body = await self._body(request)
         if isinstance(body, Response):
             return body
         try:
