@@ -27,7 +27,7 @@ Endpoints (``path`` defaults to ``/records``):
 
 * ``POST /records`` — one record. The body is the payload, as is. ``X-Record-Key`` carries
   the key; each ``X-Record-Header-<name>`` one header (names arrive lower-cased, values as
-  the raw header bytes). Form encodings are refused (415): ``curl -d`` would strip newlines.
+  the raw header bytes). Any content type is taken (curl labels even ``--data-binary`` a form).
 * ``POST /records/batch`` — many records, ``Content-Type: application/x-ndjson`` (one JSON
   object per line) or ``application/json`` (an array of the same objects)::
 
@@ -132,7 +132,6 @@ _CONTENT_TYPE: Final[dict[BatchFormat, str]] = {
     "ndjson": "application/x-ndjson",
     "json": "application/json",
 }
-_FORMS: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 _RETRIABLE: Final = frozenset({408, 429, 502, 503, 504})
 _FIELDS: Final = frozenset(
     {"payload", "payload_b64", "key", "key_b64", "headers", "idempotency_key"}
@@ -690,13 +689,7 @@ class HttpSource(Source):
         refused = self._gate(request)
         if refused is not None:
             return refused
-        if _media_type(request) in _FORMS:
-            return self._refuse(
-                415,
-                "form encodings are not record payloads; send the body as is (curl "
-                "--data-binary with e.g. Content-Type: application/octet-stream)",
-            )
-        body = await self._body(request)
+        body = await self._body(request)  # any content type: curl labels every body a form
         if isinstance(body, Response):
             return body
         key: bytes | None = None
