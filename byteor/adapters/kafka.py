@@ -79,6 +79,7 @@ _ERRORS: dict[type[BaseException], type[AdapterError]] = {
     kerr.KafkaTimeoutError: AdapterUnreachable,
     kerr.RequestTimedOutError: AdapterUnreachable,
     kerr.NodeNotReadyError: AdapterUnreachable,
+    kerr.ConsumerStoppedError: AdapterError,
     TimeoutError: AdapterUnreachable,
     OSError: AdapterUnreachable,
 }
@@ -124,17 +125,19 @@ def _topic_names(topics: Iterable[str]) -> str:
 
 
 class Security(NamedTuple):
-    """How to talk to the brokers: ``security_protocol`` and SASL credentials."""
+    """How to talk to the brokers: ``security_protocol``, SASL credentials, and the CA file
+    that TLS checks the brokers against (empty: the system's)."""
 
     protocol: str = "PLAINTEXT"
     mechanism: str = "PLAIN"
     username: str = ""
     password: str = ""
+    cafile: str = ""
 
     def client_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"security_protocol": self.protocol}
         if self.protocol in ("SSL", "SASL_SSL"):
-            args["ssl_context"] = ssl.create_default_context()
+            args["ssl_context"] = ssl.create_default_context(cafile=self.cafile or None)
         if self.protocol.startswith("SASL"):
             args["sasl_mechanism"] = self.mechanism
             args["sasl_plain_username"] = self.username
@@ -282,12 +285,12 @@ class KafkaSource(Source):
         self._consumer: AIOKafkaConsumer | None = None
         self._parts: dict[TopicPartition, _Partition] = {}
         self._paused = False
-        self._assigned = asyncio.Event()
+        self._assigned: asyncio.Event | None = None  # made in start(), on the running loop
         self._commit_task: asyncio.Task[None] | None = None
         self._commit_at = 0.0  # loop time before which no background commit starts
         self._commit_failures = 0
         self._failure: AdapterError | None = None  # a non-retriable commit error, raised next
-        self._trouble = ""  # why the last commit failed retriably ("" when fine)
+        self._trouble = ""  # why the last commit could not reach the broker ("" when fine)
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         return _mapped(self._address, _topic_names(self._topics))
@@ -303,7 +306,7 @@ class KafkaSource(Source):
         if self._consumer is not None:
             return
         consumer = AIOKafkaConsumer(**self._consumer_args)
-        self._assigned.clear()
+        assigned = self._assigned = asyncio.Event()
         try:
             with self._errors():
                 await consumer.start()
@@ -317,7 +320,7 @@ class KafkaSource(Source):
             raise
         self._consumer = consumer
         try:
-            await asyncio.wait_for(self._assigned.wait(), self._join_timeout_s)
+            await asyncio.wait_for(assigned.wait(), self._join_timeout_s)
         except TimeoutError:
             log.warning(
                 "kafka: group %r gave no assignment within %.1f s; records arrive once it does",
@@ -334,8 +337,8 @@ class KafkaSource(Source):
             due = self._due(revoked)
             if due:
                 try:
-                    await asyncio.wait_for(self._commit(due), self._commit_timeout_s)
-                except (AdapterError, TimeoutError) as exc:
+                    await self._commit(due)
+                except AdapterError as exc:
                     log.warning(
                         "kafka: commit before giving up %s failed (%s); the new owner gets "
                         "their records again from the last commit",
@@ -350,7 +353,8 @@ class KafkaSource(Source):
             self._parts[tp] = _Partition()  # a fresh ledger: old handles no longer count
         if self._paused and assigned and self._consumer is not None:
             self._consumer.pause(*assigned)
-        self._assigned.set()
+        if self._assigned is not None:
+            self._assigned.set()
 
     # -- acknowledgements and commits -------------------------------------------------------
 
@@ -377,9 +381,17 @@ class KafkaSource(Source):
         return due
 
     async def _commit(self, due: _Due) -> None:
+        """One commit, bounded by ``commit_timeout_ms`` (aiokafka itself would wait for the
+        coordinator forever)."""
         consumer = self._require()
-        with self._errors():
-            await consumer.commit({tp: offset for tp, (_, offset) in due.items()})
+        offsets = {tp: offset for tp, (_, offset) in due.items()}
+        try:
+            with self._errors():
+                await asyncio.wait_for(consumer.commit(offsets), self._commit_timeout_s)
+        except AdapterUnreachable as exc:
+            self._trouble = str(exc)
+            raise
+        self._trouble = ""
         for part, offset in due.values():
             if part.committed is None or offset > part.committed:
                 part.committed = offset
@@ -388,12 +400,11 @@ class KafkaSource(Source):
         """Take the outcome of a finished background commit."""
         exc = None if task.cancelled() else task.exception()
         if exc is None:
-            self._commit_failures, self._trouble = 0, ""
+            self._commit_failures = 0
             return
         if isinstance(exc, AdapterError) and exc.retriable:
             wait = self._backoff.delay(self._commit_failures)
             self._commit_failures += 1
-            self._trouble = str(exc)
             self._commit_at = asyncio.get_running_loop().time() + wait
             log.warning("kafka: commit failed, retrying in %.2f s: %s", wait, exc)
         elif isinstance(exc.__cause__, kerr.CommitFailedError | kerr.IllegalStateError):
@@ -442,8 +453,9 @@ class KafkaSource(Source):
     async def commit(self) -> None:
         """Commit every acknowledged offset now; return once the broker has them.
 
-        Retried with backoff while the broker is unreachable. ``next_batch`` commits in the
-        background; this is for a caller that needs the checkpoint to be durable.
+        Each attempt waits at most ``commit_timeout_ms``; retried with backoff while the
+        broker is unreachable. ``next_batch`` commits in the background; this is for a
+        caller that needs the checkpoint to be durable.
         """
         self._require()
         await self._settle_commit_task()
@@ -489,7 +501,10 @@ class KafkaSource(Source):
         for tp, msgs in fetched.items():
             part = self._parts.get(tp)
             if part is None:
-                continue  # not ours any more: the fetch raced a rebalance
+                # The fetch raced a rebalance (revoked, or assigned and not yet announced):
+                # give the records back so that they come again under a ledger.
+                self._give_back({tp: msgs})
+                continue
             topic, partition = tp.topic, tp.partition
             for m in msgs:
                 entry = part.admit(m.offset)
@@ -533,8 +548,12 @@ class KafkaSource(Source):
         if consumer is None:
             return
         try:
-            await asyncio.wait_for(self._final_commit(), self._commit_timeout_s)
-        except (AdapterError, TimeoutError) as exc:
+            await self._settle_commit_task(self._commit_timeout_s)
+            self._failure = None
+            due = self._due()
+            if due:
+                await self._commit(due)
+        except AdapterError as exc:
             log.warning(
                 "kafka: commit at stop failed (%s); records above the last commit will be "
                 "delivered again",
@@ -552,13 +571,6 @@ class KafkaSource(Source):
             with contextlib.suppress(kerr.KafkaError):
                 await consumer.stop()
 
-    async def _final_commit(self) -> None:
-        await self._settle_commit_task()
-        self._failure = None
-        due = self._due()
-        if due:
-            await self._commit(due)
-
     def health(self) -> Health:
         """Connected while the group's coordinator answers; lag summed over the assigned
         partitions whose highwater a fetch has reported (the next record to hand out up to
@@ -575,7 +587,7 @@ class KafkaSource(Source):
                     lag = (lag or 0) + max(0, high - part.next_offset)
         if self._trouble:
             return Health(connected=False, lag=lag, detail=self._trouble)
-        if not self._assigned.is_set():
+        if self._assigned is None or not self._assigned.is_set():
             return Health(connected=True, lag=lag, detail=f"joining group {self._group!r}")
         # aiokafka has no public connection state; its group coordinator forgets the broker
         # it talks to as soon as a request to it fails, and finds it again on its own.
@@ -730,6 +742,7 @@ class KafkaAdapter(Adapter):
                         ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
             ConfigField("username", str, "", "SASL user"),
             ConfigField("password", str, "", "SASL password"),
+            ConfigField("ssl_cafile", str, "", "TLS: CA file for the brokers (empty: system)"),
         ),
     )  # fmt: skip
     capabilities = Capabilities(
@@ -748,6 +761,7 @@ class KafkaAdapter(Adapter):
             str(config["sasl_mechanism"]),
             str(config["username"]),
             str(config["password"]),
+            str(config["ssl_cafile"]),
         )
 
     def make_source(self, config: Mapping[str, ConfigValue]) -> Source:

@@ -287,9 +287,16 @@ async def test_rebalance_commits_before_giving_up_and_forgets_in_flight() -> Non
     for r in out_a[:10] + out_b[:5]:
         await r.ack.ack()  # no next_batch after this: only the rebalance can commit them
     b = fast_source(topic, group)
+    b.pause()  # paused before it joins: what it is assigned is paused in the consumer
     await b.start()  # the group rebalances: `a` gives up both partitions first
     try:
         assert await committed(topic, group, 2) == [10, 5]
+        inner = b._consumer
+        assert inner is not None and inner.assignment()
+        assert inner.paused() == inner.assignment()
+        assert await b.next_batch(100, timeout_s=0.2) == []
+        b.resume()
+        assert not inner.paused()
         for r in out_a[10:] + out_b[5:]:
             await r.ack.ack()  # too late: these partitions were given up
         await a.commit()
