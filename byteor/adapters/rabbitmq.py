@@ -40,7 +40,7 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any, NamedTuple
 
@@ -203,7 +203,7 @@ class _BackoffConnection(RobustConnection):
     def describe(self) -> str:
         if self.down_since is not None:
             return f"reconnecting for {self.loop.time() - self.down_since:.1f} s"
-        return f"reconnected {self.reconnects} times" if self.reconnects else ""
+        return f"reconnects: {self.reconnects}" if self.reconnects else ""
 
 
 def _address(url: str) -> str:
@@ -238,7 +238,7 @@ async def _connect(
 
 async def _topology(
     channel: AbstractRobustChannel,
-    errors: Any,
+    errors: Callable[[str], AbstractContextManager[None]],
     *,
     queue: str,
     exchange: str,

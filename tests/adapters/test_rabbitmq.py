@@ -365,7 +365,7 @@ async def _force_close(name: str) -> None:
 
 def _reconnected_once(side: Source | Sink) -> bool:
     health = side.health()
-    return health.connected and health.detail == "reconnected 1 times"
+    return health.connected and health.detail == "reconnects: 1"
 
 
 async def test_a_connection_closed_by_the_server_is_reconnected(harness: RabbitHarness) -> None:
