@@ -124,19 +124,19 @@ _N = struct.Struct(">Q")
 # -- headers and the idempotency key ---------------------------------------------------------
 
 
-def _json_part(raw: bytes) -> object:
+def _b64(raw: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(raw).decode("ascii")}
+
+
+def _json_value(raw: bytes) -> object:
     try:
         text = raw.decode()
     except UnicodeDecodeError:
-        text = "\x00"
-    if "\x00" in text:  # jsonb cannot hold NUL: such values travel as base64
-        return {"b64": base64.b64encode(raw).decode("ascii")}
-    return text
+        return _b64(raw)
+    return _b64(raw) if "\x00" in text else text  # jsonb cannot hold NUL
 
 
 def _json_bytes(part: object) -> bytes:
-    if isinstance(part, str):
-        return part.encode()
     if isinstance(part, dict) and isinstance(part.get("b64"), str):
         return base64.b64decode(part["b64"])
     raise ValueError(f"not a header part: {part!r}")
@@ -146,14 +146,23 @@ def encode_headers_json(headers: Headers) -> str | None:
     """Headers as the text of a ``jsonb`` value (``None`` when there are none)."""
     if not headers:
         return None
-    pairs = [[_json_part(n.encode()), _json_part(v)] for n, v in headers]
-    return json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
+    pairs = [[n if "\x00" not in n else _b64(n.encode()), _json_value(v)] for n, v in headers]
+    return _dumps(pairs)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def decode_headers_json(text: str | None) -> Headers:
     if not text:
         return ()
-    return tuple((_json_bytes(n).decode(), _json_bytes(v)) for n, v in json.loads(text))
+    return tuple(
+        (
+            n if n.__class__ is str else _json_bytes(n).decode(),
+            v.encode() if v.__class__ is str else _json_bytes(v),
+        )
+        for n, v in json.loads(text)
+    )
 
 
 def encode_headers_bytes(headers: Headers) -> bytes | None:
@@ -183,16 +192,18 @@ def decode_headers_bytes(raw: bytes | None) -> Headers:
 def content_key(rec: OutRecord) -> bytes:
     """SHA-256 over payload, key and headers, each length-prefixed (no two contents collide
     by concatenation)."""
-    h = hashlib.sha256()
-    h.update(_N.pack(len(rec.payload)))
-    h.update(rec.payload)
-    if rec.key is None:
-        h.update(b"\x00")
-    else:
-        h.update(b"\x01" + _N.pack(len(rec.key)))
-        h.update(rec.key)
-    h.update(encode_headers_bytes(rec.headers) or b"")
-    return h.digest()
+    key = rec.key
+    return hashlib.sha256(
+        b"".join(
+            (
+                _N.pack(len(rec.payload)),
+                rec.payload,
+                b"\x00" if key is None else b"\x01" + _N.pack(len(key)),
+                key or b"",
+                encode_headers_bytes(rec.headers) or b"",
+            )
+        )
+    ).digest()
 
 
 # -- names and DDL ---------------------------------------------------------------------------
