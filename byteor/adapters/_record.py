@@ -21,11 +21,19 @@ Headers = tuple[tuple[str, bytes], ...]
 
 
 class Ack:
-    """One record's acknowledgement handle. Settles exactly once."""
+    """One record's acknowledgement handle. Settles exactly once.
+
+    A source either passes ``on_settle(ok)``, awaited once when the record settles, or
+    subclasses ``Ack`` and overrides :meth:`settled` (leaving ``on_settle`` out). The subclass
+    costs one object per record where the callback costs an ``Ack`` plus a closure and its
+    cells, and its ``settled`` may be a plain function when telling the source needs no I/O
+    (one coroutine less per acknowledgement): at tens of thousands of records a second, that
+    is a measurable share of a source's time (``byteor bench adapters``).
+    """
 
     __slots__ = ("_on_settle", "_state")
 
-    def __init__(self, on_settle: Callable[[bool], Awaitable[None]]) -> None:
+    def __init__(self, on_settle: Callable[[bool], Awaitable[None]] | None = None) -> None:
         self._on_settle = on_settle
         self._state: AckState = "pending"
 
@@ -35,17 +43,32 @@ class Ack:
 
     async def ack(self) -> None:
         """The record was fully processed downstream: upstream may forget it."""
-        await self._settle(True)
+        if self._state != "pending":
+            raise AckError(f"acknowledgement already settled ({self._state})")
+        self._state = "acked"
+        cb = self._on_settle
+        done = cb(True) if cb is not None else self.settled(True)
+        if done is not None:
+            await done
 
     async def nack(self) -> None:
         """The record was not processed: upstream must deliver it again."""
-        await self._settle(False)
-
-    async def _settle(self, ok: bool) -> None:
         if self._state != "pending":
             raise AckError(f"acknowledgement already settled ({self._state})")
-        self._state = "acked" if ok else "nacked"
-        await self._on_settle(ok)
+        self._state = "nacked"
+        cb = self._on_settle
+        done = cb(False) if cb is not None else self.settled(False)
+        if done is not None:
+            await done
+
+    def settled(self, ok: bool) -> Awaitable[None] | None:
+        """Called once, when the record settles (``ok``: acked); for subclasses to override,
+        either as a plain method or as ``async def``.
+
+        The base class has nothing to tell: an ``Ack`` made without ``on_settle`` and not
+        subclassed settles silently.
+        """
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +101,38 @@ class Record:
     def out(self) -> OutRecord:
         """The same content, ready for a sink."""
         return OutRecord(self.payload, self.key, self.headers)
+
+
+def _fast_init(cls: type[Record]) -> None:
+    """Give the frozen ``cls`` an ``__init__`` that sets its slots through their descriptors.
+
+    A source builds one Record per message. The ``__init__`` dataclasses generates for a frozen
+    class calls ``object.__setattr__`` once per field; writing the slots through their member
+    descriptors does the same (the instance stays frozen: ``__setattr__`` still raises) in
+    about 60 % of the time, some 200 ns a record on the project's machine.
+    """
+    slots = vars(cls)
+    set_payload, set_key, set_headers, set_position, set_ack = (
+        slots[name].__set__ for name in ("payload", "key", "headers", "position", "ack")
+    )
+
+    def __init__(
+        self: Record,
+        payload: bytes,
+        key: bytes | None,
+        headers: Headers,
+        position: object,
+        ack: Ack,
+    ) -> None:
+        set_payload(self, payload)
+        set_key(self, key)
+        set_headers(self, headers)
+        set_position(self, position)
+        set_ack(self, ack)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__doc__ = cls.__init__.__doc__
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+_fast_init(Record)

@@ -3,9 +3,9 @@
 Source: ``XREADGROUP`` as one consumer of a group. On start it first takes back what is
 pending — its own unacknowledged entries (a restart under the same consumer name) and, via
 ``XAUTOCLAIM``, entries another consumer has held idle for ``claim_idle_ms`` (a dead one).
-``ack`` queues an ``XACK`` (sent with the next read, or at stop); ``nack`` hands the entry
-out again. Anything unacknowledged stays in the group's pending list, so a crash loses
-nothing and redelivers only that. Sink: ``XADD`` in one pipeline per batch, optionally
+``ack`` queues an ``XACK`` (sent in one pipeline with the next read, or at stop); ``nack``
+hands the entry out again. Anything unacknowledged stays in the group's pending list, so a
+crash loses nothing and redelivers only that. Sink: ``XADD`` in one pipeline per batch, optionally
 trimmed with ``MAXLEN``; a batch is confirmed when Redis returned an id for every entry.
 
 An entry holds the fields ``p`` (payload), ``k`` (key, when there is one) and ``h``
@@ -36,7 +36,7 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._record import Ack, OutRecord, Record
+from byteor.adapters._record import Ack, Headers, OutRecord, Record
 from byteor.spec import Delivery
 
 __all__ = ["RedisAdapter", "RedisSource", "RedisSink", "encode_entry", "decode_entry"]
@@ -71,9 +71,12 @@ def encode_entry(rec: OutRecord) -> dict[bytes, bytes]:
     return fields
 
 
-def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
+def _fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, bytes | None, Headers]:
+    """Payload, key and headers of an entry's fields."""
+    raw = fields.get(b"h")
+    if not raw:
+        return fields.get(b"p", b""), fields.get(b"k"), ()
     headers: list[tuple[str, bytes]] = []
-    raw = fields.get(b"h", b"")
     at = 0
     while at < len(raw):
         (nl,) = _H.unpack_from(raw, at)
@@ -84,7 +87,27 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
         at += 4
         headers.append((name, raw[at : at + vl]))
         at += vl
-    return OutRecord(fields.get(b"p", b""), fields.get(b"k"), tuple(headers))
+    return fields.get(b"p", b""), fields.get(b"k"), tuple(headers)
+
+
+def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
+    return OutRecord(*_fields(fields))
+
+
+class _EntryAck(Ack):
+    """An entry's acknowledgement: settling tells its source, without I/O (the XACK goes
+    with the next read), so ``settled`` is a plain method and there is no closure per record."""
+
+    __slots__ = ("_source", "_eid", "_fields", "_epoch")
+
+    def __init__(
+        self, source: RedisSource, eid: bytes, fields: Mapping[bytes, bytes], epoch: int
+    ) -> None:
+        Ack.__init__(self)
+        self._source, self._eid, self._fields, self._epoch = source, eid, fields, epoch
+
+    def settled(self, ok: bool) -> None:
+        self._source._settled(self._eid, self._fields, self._epoch, ok)
 
 
 def _address(url: str) -> str:
@@ -112,7 +135,7 @@ class RedisSource(Source):
         self._start_at, self._create, self._claim_idle_ms = start_at, create, claim_idle_ms
         self._address = _address(url)
         self._client: aioredis.Redis | None = None
-        self._ready: deque[tuple[bytes, OutRecord]] = deque()
+        self._ready: deque[tuple[bytes, Mapping[bytes, bytes]]] = deque()  # taken back, nacked
         self._to_ack: list[bytes] = []
         self._paused = False
         self._stopped = False
@@ -145,7 +168,7 @@ class RedisSource(Source):
                 self._group, self._consumer, {self._stream: "0"}, count=None
             )
             for _, entries in own or []:
-                self._ready.extend((eid, decode_entry(f)) for eid, f in entries if f)
+                self._ready.extend((eid, f) for eid, f in entries if f)
             cursor: bytes | str = "0-0"
             while True:
                 claim: Any = await client.xautoclaim(
@@ -157,23 +180,32 @@ class RedisSource(Source):
                     count=1000,
                 )
                 cursor, claimed = claim[0], claim[1]
-                self._ready.extend((eid, decode_entry(f)) for eid, f in claimed if f)
+                self._ready.extend((eid, f) for eid, f in claimed if f)
                 if cursor in (b"0-0", "0-0"):
                     break
         self._client = client
 
-    def _record(self, eid: bytes, rec: OutRecord) -> Record:
+    def _records(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Record]:
+        """Records of ``(id, fields)`` entries, as read from the stream or taken back."""
         epoch = self._epoch
-
-        async def settle(ok: bool) -> None:
-            if self._stopped or epoch != self._epoch:
-                return  # still pending in Redis: it will be delivered again
-            if ok:
-                self._to_ack.append(eid)
+        out: list[Record] = []
+        append = out.append
+        headers: Headers
+        for eid, fields in entries:
+            if len(fields) == 1 and b"p" in fields:  # payload only: what our sink writes
+                payload, key, headers = fields[b"p"], None, ()
             else:
-                self._ready.append((eid, rec))
+                payload, key, headers = _fields(fields)
+            append(Record(payload, key, headers, eid, _EntryAck(self, eid, fields, epoch)))
+        return out
 
-        return Record(rec.payload, rec.key, rec.headers, eid, Ack(settle))
+    def _settled(self, eid: bytes, fields: Mapping[bytes, bytes], epoch: int, ok: bool) -> None:
+        if self._stopped or epoch != self._epoch:
+            return  # still pending in Redis: it will be delivered again
+        if ok:
+            self._to_ack.append(eid)
+        else:
+            self._ready.append((eid, fields))
 
     async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """One command, retried with backoff while the server is unreachable (redis-py
@@ -198,22 +230,32 @@ class RedisSource(Source):
         client = self._client
         if client is None or self._stopped:
             raise AdapterError("redis: source is not started", adapter="redis")
-        await self._flush_acks()
-        if self._paused:
-            return []
-        out: list[Record] = []
-        while self._ready and len(out) < max_records:
-            out.append(self._record(*self._ready.popleft()))
-        if out:
-            return out
+        if self._paused or self._ready:
+            await self._flush_acks()
+            if self._paused:
+                return []
+            ready = self._ready
+            return self._records([ready.popleft() for _ in range(min(max_records, len(ready)))])
         block = int(timeout_s * 1000) if timeout_s > 0 else None
-        reply: Any = await self._call(
-            lambda c: c.xreadgroup(
-                self._group, self._consumer, {self._stream: ">"}, count=max_records, block=block
-            )
-        )
+        ids = list(self._to_ack)
+
+        async def read(c: aioredis.Redis) -> Any:
+            streams: dict[Any, Any] = {self._stream: ">"}
+            if not ids:
+                return await c.xreadgroup(
+                    self._group, self._consumer, streams, count=max_records, block=block
+                )
+            # The acks settled since the last read travel with this one: one round trip.
+            pipe = c.pipeline(transaction=False)
+            pipe.xack(self._stream, self._group, *ids)
+            pipe.xreadgroup(self._group, self._consumer, streams, count=max_records, block=block)
+            return (await pipe.execute())[1]
+
+        reply: Any = await self._call(read)
+        del self._to_ack[: len(ids)]  # only once Redis has them
+        out: list[Record] = []
         for _, entries in reply or []:
-            out.extend(self._record(eid, decode_entry(f)) for eid, f in entries)
+            out += self._records(entries)
         return out
 
     def pause(self) -> None:

@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from byteor.spec._constants import DEFAULT_MERGE, DEFAULT_PROCESS, SPEC_VERSION
+from byteor.spec._constants import (
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_MERGE,
+    DEFAULT_ON_CRASH,
+    DEFAULT_PROCESS,
+    DEFAULT_RESTART_BACKOFF_MS,
+    SPEC_VERSION,
+)
 from byteor.spec._findings import Finding, did_you_mean, hint, make
 from byteor.spec._kv import KvDocument, render_items
 from byteor.spec._model import LaneSpec, PipelineSpecV1, SinkSpec, SourceSpec, StageSpec
@@ -166,6 +173,9 @@ def decode_document(doc: KvDocument) -> Decoded:
             process=get(f"stage.{n}.process", DEFAULT_PROCESS),
             merge=get(f"stage.{n}.merge", DEFAULT_MERGE),
             params=params.get(("stage", n), {}),
+            on_crash=get(f"stage.{n}.on_crash", DEFAULT_ON_CRASH),
+            max_restarts=get(f"stage.{n}.max_restarts", DEFAULT_MAX_RESTARTS),
+            restart_backoff_ms=get(f"stage.{n}.restart_backoff_ms", DEFAULT_RESTART_BACKOFF_MS),
         )
         for n in names_of("stage")
     ]
@@ -258,6 +268,9 @@ def spec_to_items(spec: PipelineSpecV1, *, defaults: bool = False) -> list[tuple
         opt(f"{p}.process", stage.process)
         if len(stage.inputs) > 1 or stage.merge != DEFAULT_MERGE:
             opt(f"{p}.merge", stage.merge)
+        opt(f"{p}.on_crash", stage.on_crash)
+        opt(f"{p}.max_restarts", str(stage.max_restarts))
+        opt(f"{p}.restart_backoff_ms", str(stage.restart_backoff_ms))
         items += _params(p, stage.params)
     for source in spec.sources.values():
         p = f"source.{source.name}"
@@ -278,4 +291,3 @@ def spec_to_items(spec: PipelineSpecV1, *, defaults: bool = False) -> list[tuple
 def encode_spec(spec: PipelineSpecV1) -> str:
     """The canonical text of a typed spec."""
     return render_items(spec_to_items(spec))
-

@@ -3,7 +3,8 @@
 In place means: the lane segments stay (so their geometry must not change and none may
 disappear), no record in flight meets different code, and upstream positions still map to
 the same adapters. Anything else is a blocker: drain the pipeline and start B fresh.
-Changes that only restart a process (parameters, placement, wait strategy) are notes.
+Changes that only restart a process (parameters, placement, wait strategy, crash policy) are
+notes.
 """
 
 from __future__ import annotations
@@ -183,6 +184,16 @@ def check_compatibility(a: PipelineSpecV1, b: PipelineSpecV1) -> CompatibilityRe
             )
         if dict(sa.params) != dict(sb.params):
             add("CP124", "note", f"{p}.param", f"stage {name!r} parameters change: it restarts")
+        crash_a = (sa.on_crash, sa.max_restarts, sa.restart_backoff_ms)
+        crash_b = (sb.on_crash, sb.max_restarts, sb.restart_backoff_ms)
+        if crash_a != crash_b:
+            add(
+                "CP127",
+                "note",
+                f"{p}.on_crash",
+                f"stage {name!r} crash policy changes {'/'.join(map(str, crash_a))} -> "
+                f"{'/'.join(map(str, crash_b))}: its supervisor restarts",
+            )
 
     for role, xa, xb in (("source", a.sources, b.sources), ("sink", a.sinks, b.sinks)):
         for name in sorted(set(xa) - set(xb)):

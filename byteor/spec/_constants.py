@@ -17,17 +17,24 @@ __all__ = [
     "WaitMode",
     "Backing",
     "MergeOrder",
+    "CrashPolicy",
     "TARGETS",
     "LANE_KINDS",
     "LANE_POLICIES",
     "WAIT_MODES",
     "BACKINGS",
     "MERGE_ORDERS",
+    "CRASH_POLICIES",
     "DEFAULT_POLICY",
     "DEFAULT_WAIT",
     "DEFAULT_BACKING",
     "DEFAULT_MERGE",
     "DEFAULT_PROCESS",
+    "DEFAULT_ON_CRASH",
+    "DEFAULT_MAX_RESTARTS",
+    "DEFAULT_RESTART_BACKOFF_MS",
+    "MAX_RESTARTS_LIMIT",
+    "MAX_RESTART_BACKOFF_MS",
     "MIN_CAPACITY",
     "MAX_CAPACITY",
     "MIN_SLOT_BYTES",
@@ -54,6 +61,7 @@ LanePolicy = Literal["block", "overwrite"]
 WaitMode = Literal["backoff", "spin"]
 Backing = Literal["shm", "file"]
 MergeOrder = Literal["round_robin", "ready"]
+CrashPolicy = Literal["fail", "restart"]
 
 TARGETS: Final[tuple[Target, ...]] = ("single_ring", "lane_graph")
 LANE_KINDS: Final[tuple[LaneKind, ...]] = ("events", "journal", "slots", "fanout")
@@ -61,12 +69,20 @@ LANE_POLICIES: Final[tuple[LanePolicy, ...]] = ("block", "overwrite")
 WAIT_MODES: Final[tuple[WaitMode, ...]] = ("backoff", "spin")
 BACKINGS: Final[tuple[Backing, ...]] = ("shm", "file")
 MERGE_ORDERS: Final[tuple[MergeOrder, ...]] = ("round_robin", "ready")
+CRASH_POLICIES: Final[tuple[CrashPolicy, ...]] = ("fail", "restart")
 
 DEFAULT_POLICY: Final[LanePolicy] = "block"
 DEFAULT_WAIT: Final[WaitMode] = "backoff"
 DEFAULT_BACKING: Final[Backing] = "shm"
 DEFAULT_MERGE: Final[MergeOrder] = "round_robin"
 DEFAULT_PROCESS: Final = "main"
+# What happens when a stage's worker process dies: fail the run, or restart the process (at
+# most max_restarts times per run, waiting restart_backoff_ms, doubled at each restart).
+DEFAULT_ON_CRASH: Final[CrashPolicy] = "fail"
+DEFAULT_MAX_RESTARTS: Final = 3
+DEFAULT_RESTART_BACKOFF_MS: Final = 100
+MAX_RESTARTS_LIMIT: Final = 1000
+MAX_RESTART_BACKOFF_MS: Final = 600_000
 
 # Lane ABI limits (same numbers as byteor.lanes.layout).
 MIN_CAPACITY: Final = 2

@@ -36,6 +36,7 @@ CODES: Final[dict[str, tuple[Severity, str]]] = {
     "SP210": ("error", "capacity is not a power of two in range"),
     "SP211": ("error", "slot_bytes does not fit the lane ABI"),
     "SP212": ("error", "duplicate item in a list"),
+    "SP213": ("error", "value out of range"),
     "SP301": ("error", "reference to an unknown lane"),
     "SP302": ("error", "lane has no producer"),
     "SP303": ("error", "lane has more than one producer"),
@@ -53,12 +54,17 @@ CODES: Final[dict[str, tuple[Severity, str]]] = {
     "SP317": ("error", "merge set on a single input"),
     "SP318": ("warning", "fanout lane with a single consumer"),
     "SP319": ("error", "pipeline has no source"),
+    "SP320": ("error", "stages of one process disagree on the crash policy"),
+    "SP321": ("error", "restart asked for a stage of the main process"),
+    "SP322": ("warning", "restart setting without on_crash = restart"),
+    "SP323": ("error", "restart asked for a stage reading an overwrite lane"),
     "SP401": ("error", "single_ring needs exactly one slots lane"),
     "SP402": ("error", "single_ring needs exactly one source"),
     "SP403": ("error", "single_ring stages transform in place"),
     "SP404": ("error", "single_ring stages must form one chain"),
     "SP405": ("error", "single_ring sinks must follow the last stage"),
     "SP406": ("error", "single_ring runs in one process"),
+    "SP407": ("error", "single_ring stages are not restarted"),
 }
 
 

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 
 from byteor.spec._constants import (
     DEFAULT_BACKING,
+    DEFAULT_MAX_RESTARTS,
     DEFAULT_MERGE,
+    DEFAULT_ON_CRASH,
     DEFAULT_POLICY,
     DEFAULT_PROCESS,
+    DEFAULT_RESTART_BACKOFF_MS,
     DEFAULT_WAIT,
     SPEC_VERSION,
     Backing,
+    CrashPolicy,
     LaneKind,
     LanePolicy,
     MergeOrder,
@@ -26,6 +30,7 @@ from byteor.spec._constants import (
 )
 
 __all__ = ["LaneSpec", "StageSpec", "SourceSpec", "SinkSpec", "PipelineSpecV1"]
+
 
 @dataclass(frozen=True, slots=True)
 class LaneSpec:
@@ -64,6 +69,10 @@ class StageSpec:
         process: the process it runs in.
         merge: how several inputs are merged: ``round_robin`` or ``ready``.
         params: free-form parameters handed to the op.
+        on_crash: when its process dies: ``fail`` the run, or ``restart`` the process.
+        max_restarts: with ``restart``: restarts allowed per run before the run fails.
+        restart_backoff_ms: with ``restart``: the wait before the first restart, doubled
+            at each one after it.
     """
 
     name: str
@@ -74,6 +83,9 @@ class StageSpec:
     process: str = DEFAULT_PROCESS
     merge: MergeOrder = DEFAULT_MERGE
     params: Mapping[str, str] = field(default_factory=dict)
+    on_crash: CrashPolicy = DEFAULT_ON_CRASH
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    restart_backoff_ms: int = DEFAULT_RESTART_BACKOFF_MS
 
 
 @dataclass(frozen=True, slots=True)

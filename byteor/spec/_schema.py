@@ -13,10 +13,14 @@ from typing import Final, Literal
 
 from byteor.spec._constants import (
     BACKINGS,
+    CRASH_POLICIES,
     DEFAULT_BACKING,
+    DEFAULT_MAX_RESTARTS,
     DEFAULT_MERGE,
+    DEFAULT_ON_CRASH,
     DEFAULT_POLICY,
     DEFAULT_PROCESS,
+    DEFAULT_RESTART_BACKOFF_MS,
     DEFAULT_WAIT,
     LANE_KINDS,
     LANE_POLICIES,
@@ -81,6 +85,11 @@ ENTITY_FIELDS: Final[dict[str, dict[str, KeyRule]]] = {
         "after": KeyRule("names"),
         "process": KeyRule("name", default=DEFAULT_PROCESS),
         "merge": KeyRule("enum", default=DEFAULT_MERGE, choices=MERGE_ORDERS),
+        "on_crash": KeyRule("enum", default=DEFAULT_ON_CRASH, choices=CRASH_POLICIES),
+        "max_restarts": KeyRule("int", default=str(DEFAULT_MAX_RESTARTS), example="3"),
+        "restart_backoff_ms": KeyRule(
+            "int", default=str(DEFAULT_RESTART_BACKOFF_MS), example="100"
+        ),
     },
     "source": {
         "adapter": KeyRule("name", required=True, example="kafka"),

@@ -16,12 +16,18 @@ from dataclasses import dataclass, field
 from byteor.spec._capabilities import ADAPTERS, BUILTIN_OPS
 from byteor.spec._constants import (
     BACKINGS,
+    CRASH_POLICIES,
+    DEFAULT_MAX_RESTARTS,
     DEFAULT_MERGE,
+    DEFAULT_PROCESS,
+    DEFAULT_RESTART_BACKOFF_MS,
     LANE_KINDS,
     LANE_POLICIES,
     MAX_CAPACITY,
     MAX_CONSUMERS,
     MAX_NAME_BYTES,
+    MAX_RESTART_BACKOFF_MS,
+    MAX_RESTARTS_LIMIT,
     MAX_SLOT_BYTES,
     MERGE_ORDERS,
     MIN_CAPACITY,
@@ -34,7 +40,7 @@ from byteor.spec._constants import (
     slot_bytes_ok,
 )
 from byteor.spec._findings import Finding, did_you_mean, hint, make
-from byteor.spec._model import PipelineSpecV1
+from byteor.spec._model import PipelineSpecV1, StageSpec
 from byteor.spec._schema import op_syntax_ok
 
 __all__ = ["check_spec", "LaneUse", "lane_uses"]
@@ -168,6 +174,7 @@ class _Checker:
         self.cycles()
         if self.spec.target == "single_ring" and self.ok("pipeline.target"):
             self.single_ring()
+        self.crash_policies()
         return self.out
 
     def top(self) -> None:
@@ -490,6 +497,87 @@ class _Checker:
                     path.append(nxt)
                     stack.append((nxt, sorted(edges.get(nxt, ()))))
 
+    def crash_policies(self) -> None:
+        """``on_crash`` and its settings: values, and what a restart can work with.
+
+        A worker process restarts as a whole, so its stages share one policy; the ``main``
+        process is the supervisor itself; a restarted stage resumes from the positions its
+        inputs hold for it, which overwrite (best-effort) lanes do not keep.
+        """
+        s = self.spec
+        by_process: dict[str, list[str]] = {}
+        for st in s.stages.values():
+            p = f"stage.{st.name}"
+            if not self.ok(f"{p}.on_crash") or not self.enum(
+                f"{p}.on_crash", st.on_crash, CRASH_POLICIES
+            ):
+                continue
+            for key, value, low, high, default in (
+                (f"{p}.max_restarts", st.max_restarts, 1, MAX_RESTARTS_LIMIT, DEFAULT_MAX_RESTARTS),
+                (
+                    f"{p}.restart_backoff_ms",
+                    st.restart_backoff_ms,
+                    0,
+                    MAX_RESTART_BACKOFF_MS,
+                    DEFAULT_RESTART_BACKOFF_MS,
+                ),
+            ):
+                if not self.ok(key):
+                    continue
+                if not low <= value <= high:
+                    self.add("SP213", key, f"{key} is {value}: use {low} to {high}")
+                elif st.on_crash != "restart" and value != default:
+                    self.add(
+                        "SP322",
+                        key,
+                        f"{key} only applies with `{p}.on_crash = restart`: remove it, or "
+                        "set on_crash",
+                    )
+            if st.on_crash != "restart":
+                by_process.setdefault(st.process, []).append(st.name)
+                continue
+            by_process.setdefault(st.process, []).append(st.name)
+            if s.target == "single_ring":
+                self.add(
+                    "SP407",
+                    f"{p}.on_crash",
+                    "SingleRing does not restart stage processes: remove "
+                    f"{p}.on_crash, or use target lane_graph",
+                )
+            elif st.process == DEFAULT_PROCESS:
+                self.add(
+                    "SP321",
+                    f"{p}.on_crash",
+                    f"stage {st.name!r} runs in the main process, the supervisor, which "
+                    f"cannot restart itself: set {p}.process = <a worker name> to restart it",
+                )
+            lossy = [
+                lane
+                for lane in st.inputs
+                if lane in s.lanes and s.lanes[lane].policy == "overwrite"
+            ]
+            if lossy:
+                self.add(
+                    "SP323",
+                    f"{p}.on_crash",
+                    f"stage {st.name!r} reads overwrite lane {', '.join(lossy)}: a restarted "
+                    "stage resumes where its inputs say it was, and an overwrite reader has no "
+                    "such place; use policy block on the lane, or on_crash = fail",
+                )
+        for process, names in sorted(by_process.items()):
+            if process == DEFAULT_PROCESS or len(names) < 2:
+                continue
+            want = _crash_policy(s.stages[names[0]])
+            for name in names[1:]:
+                if _crash_policy(s.stages[name]) != want:
+                    self.add(
+                        "SP320",
+                        f"stage.{name}.on_crash",
+                        f"stages {names[0]!r} and {name!r} share process {process!r} but not "
+                        "its crash policy: a process restarts as a whole; give them the same "
+                        "on_crash, max_restarts and restart_backoff_ms",
+                    )
+
     def single_ring(self) -> None:
         s = self.spec
         if len(s.lanes) != 1 or any(lane.kind != "slots" for lane in s.lanes.values()):
@@ -561,6 +649,13 @@ class _Checker:
                 f"single_ring stages run in one process, these use {', '.join(processes)}: "
                 "remove stage.<name>.process, or use lane_graph",
             )
+
+
+def _crash_policy(st: StageSpec) -> tuple[object, ...]:
+    """What a stage asks of its process when it dies (settings of ``fail`` do not matter)."""
+    if st.on_crash != "restart":
+        return (st.on_crash,)
+    return (st.on_crash, st.max_restarts, st.restart_backoff_ms)
 
 
 def check_spec(

@@ -90,6 +90,8 @@ class Tally:
         self.first = 0
         self.t_first_ns = 0
         self.t_end_ns = 0
+        self.cpu_first_ns = 0
+        self.cpu_end_ns = 0
         self._ramp = np.arange(plan.batch, dtype=np.uint64)
 
     @property
@@ -103,6 +105,7 @@ class Tally:
             return
         if self.received == 0:
             self.t_first_ns = time.perf_counter_ns()
+            self.cpu_first_ns = time.process_time_ns()
             self.first = n
         size = self.plan.size
         joined = b"".join(got)
@@ -123,6 +126,7 @@ class Tally:
 
     def stop(self) -> None:
         self.t_end_ns = time.perf_counter_ns()
+        self.cpu_end_ns = time.process_time_ns()
 
     @property
     def elapsed_ns(self) -> int:
@@ -132,6 +136,11 @@ class Tally:
     def rate(self) -> float:
         """Records per second after the first batch."""
         return (self.received - self.first) * 1e9 / max(1, self.elapsed_ns)
+
+    @property
+    def cpu_us(self) -> float:
+        """This process's CPU time per record after the first batch, in microseconds."""
+        return (self.cpu_end_ns - self.cpu_first_ns) / 1e3 / max(1, self.received - self.first)
 
 
 class SourceSide(ABC, Generic[T]):
@@ -278,10 +287,16 @@ class Written:
 
     records: int
     elapsed_ns: int
+    cpu_ns: int
 
     @property
     def rate(self) -> float:
         return self.records * 1e9 / max(1, self.elapsed_ns)
+
+    @property
+    def cpu_us(self) -> float:
+        """This process's CPU time per record, in microseconds."""
+        return self.cpu_ns / 1e3 / max(1, self.records)
 
 
 async def time_sink(side: SinkSide[Any], plan: Plan, items: Sequence[bytes]) -> Written:
@@ -289,13 +304,13 @@ async def time_sink(side: SinkSide[Any], plan: Plan, items: Sequence[bytes]) -> 
     await side.open()
     try:
         todo = side.prepare(items, plan.batch)
-        t0 = time.perf_counter_ns()
+        c0, t0 = time.process_time_ns(), time.perf_counter_ns()
         for batch in todo:
             await side.write(batch)
-        t1 = time.perf_counter_ns()
+        t1, c1 = time.perf_counter_ns(), time.process_time_ns()
     finally:
         await side.close()
-    return Written(len(items), t1 - t0)
+    return Written(len(items), t1 - t0, c1 - c0)
 
 
 async def bounded(aw: Awaitable[T], timeout_s: float) -> T:

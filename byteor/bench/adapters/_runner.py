@@ -108,6 +108,7 @@ async def _run_once(
                 "elapsed_s": tally.elapsed_ns / 1e9,
                 "records": tally.received,
                 "first_batch": tally.first,
+                "cpu_us_per_record": tally.cpu_us,
             }
         sink = case.sink(impl, target, plan)
         written = await bounded(time_sink(sink, plan, items), timeout_s)
@@ -116,6 +117,7 @@ async def _run_once(
             "rate": written.rate,
             "elapsed_s": written.elapsed_ns / 1e9,
             "records": plan.records,
+            "cpu_us_per_record": written.cpu_us,
         }
     finally:
         await case.drop(target)
@@ -227,6 +229,10 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
             doc["ours_best"] = max(ours)
             doc["ratio"] = doc["ours_median"] / doc["hand_median"]
             doc["ratio_pairs"] = [o / h for o, h in zip(ours, hand, strict=False)]
+            hand_cpu = statistics.median(r["cpu_us_per_record"] for r in row.runs["hand"])
+            ours_cpu = statistics.median(r["cpu_us_per_record"] for r in row.runs["ours"])
+            doc["hand_cpu_us"], doc["ours_cpu_us"] = hand_cpu, ours_cpu
+            doc["cpu_ratio"] = hand_cpu / ours_cpu
             doc["target"] = TARGET
             doc["target_met"] = doc["ratio"] >= TARGET
         out.append(doc)
@@ -238,8 +244,9 @@ def _table(results: Sequence[dict[str, Any]], plan: Plan, repeat: int, machine: 
         f"byteor bench adapters: {plan.records:,} records of {plan.size} B, batches of"
         f" {plan.batch}, {repeat} run(s) each; {machine}",
         "",
-        f"{'adapter':<9} {'side':<6}  {'hand /s':>9}  {'ours /s':>9}  {'ours/hand':>9}"
-        f"  {'best hand':>9}  {'best ours':>9}  target >= {TARGET:.2f}",
+        f"{'':<16}  {'records/s, median':^30}  {'':>8}  {'CPU us a record':^26}",
+        f"{'adapter':<9} {'side':<6}  {'hand':>9}  {'ours':>9}  {'ours/hand':>9}"
+        f"  {'>= ' + format(TARGET, '.2f'):<8}  {'hand':>7}  {'ours':>7}  {'hand/ours':>9}",
     ]
     for r in results:
         head = f"{r['adapter']:<9} {r['kind']:<6}"
@@ -249,13 +256,15 @@ def _table(results: Sequence[dict[str, Any]], plan: Plan, repeat: int, machine: 
             continue
         lines.append(
             f"{head}  {_fmt_rate(r['hand_median']):>9}  {_fmt_rate(r['ours_median']):>9}"
-            f"  {r['ratio']:>8.2f}x  {_fmt_rate(r['hand_best']):>9}"
-            f"  {_fmt_rate(r['ours_best']):>9}  {'met' if r['target_met'] else 'MISSED'}"
+            f"  {r['ratio']:>8.2f}x  {'met' if r['target_met'] else 'MISSED':<8}"
+            f"  {r['hand_cpu_us']:>7.1f}  {r['ours_cpu_us']:>7.1f}  {r['cpu_ratio']:>8.2f}x"
         )
     notes = [
-        "Rates are records/s, median over the runs ('best': the fastest run); ours/hand is"
-        " median over median. Ours and the hand-written loop use the same client library, the"
-        " same records, batch size and server, alternating who goes first.",
+        "Rates are records/s, median over the runs; ours/hand is median over median and the"
+        f" target is ours >= {TARGET:.2f} of the hand-written loop. Ours and the hand-written"
+        " loop use the same client library, records, batch size and server, alternating who"
+        " goes first. CPU is this process's CPU time per record over the same interval"
+        " (the client's work, steadier than wall time when the machine is shared).",
         "Source: a pre-filled stream read to the end, every record acknowledged; timed from the"
         " first batch received to the source stopped with every acknowledgement upstream"
         " (checked on the server after each run). Sink: timed from the first write to the last"
