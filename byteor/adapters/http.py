@@ -820,6 +820,9 @@ def _retry_subset(resp: httpx.Response, n: int) -> list[int] | None:
     return sorted(again)
 
 
+_Headers = list[tuple[bytes, bytes]]
+
+
 class _Told:
     """The wait the last response asked for (``Retry-After``), in seconds."""
 
@@ -903,30 +906,34 @@ class HttpSink(Sink):
         if self._mode == "batch":
             for at in range(0, len(records), self._batch_records):
                 await self._send_batch(records[at : at + self._batch_records])
-        elif self._concurrency == 1:
-            for rec in records:
-                await self._send_one(rec)
+            self._last_error = None
+            return
+        # Every record's headers first: one that cannot be sent fails the batch before any is.
+        requests = [(r.payload, self._record_headers(r, idempotency_key(r))) for r in records]
+        if self._concurrency == 1:
+            for payload, headers in requests:
+                await self._send_one(payload, headers)
         else:
-            await self._send_many(records)
+            await self._send_many(requests)
         self._last_error = None
 
-    async def _send_many(self, records: Sequence[OutRecord]) -> None:
+    async def _send_many(self, requests: Sequence[tuple[bytes, _Headers]]) -> None:
         """Record mode with ``concurrency`` requests in flight (order not kept)."""
-        todo = iter(records)
+        todo = iter(requests)
 
         async def worker() -> None:
-            for rec in todo:
-                await self._send_one(rec)
+            for payload, headers in todo:
+                await self._send_one(payload, headers)
 
         try:
             async with asyncio.TaskGroup() as tg:
-                for _ in range(min(self._concurrency, len(records))):
+                for _ in range(min(self._concurrency, len(requests))):
                     tg.create_task(worker())
         except BaseExceptionGroup as group:
             first = group.exceptions[0]
             raise first from None
 
-    async def _post(self, content: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+    async def _post(self, content: bytes, headers: _Headers) -> httpx.Response:
         client = self._client
         if client is None:
             raise AdapterError("http: sink is not started", adapter="http")
@@ -1014,7 +1021,7 @@ class HttpSink(Sink):
 
         await self._deliver(attempt)
 
-    def _record_headers(self, rec: OutRecord, key: str) -> list[tuple[bytes, bytes]]:
+    def _record_headers(self, rec: OutRecord, key: str) -> _Headers:
         headers = [
             (b"content-type", self._content_type.encode("latin-1")),
             (b"idempotency-key", key.encode("latin-1")),
@@ -1039,15 +1046,13 @@ class HttpSink(Sink):
             retriable=False,
         )
 
-    async def _send_one(self, rec: OutRecord) -> None:
-        headers = self._record_headers(rec, idempotency_key(rec))
-
+    async def _send_one(self, payload: bytes, headers: _Headers) -> None:
         async def attempt(told: _Told) -> None:
-            resp = await self._post(rec.payload, headers)
+            resp = await self._post(payload, headers)
             if resp.is_success:
                 return
             told.seconds = _retry_after(resp)
-            raise self._status_error(resp, f"a record of {len(rec.payload)} bytes")
+            raise self._status_error(resp, f"a record of {len(payload)} bytes")
 
         await self._deliver(attempt)
 

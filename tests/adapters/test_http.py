@@ -646,12 +646,18 @@ async def test_sink_against_a_closed_port_says_so() -> None:
     await sink.stop()
 
 
-def test_record_mode_refuses_what_cannot_be_a_header() -> None:
-    sink = HttpSink("http://127.0.0.1:9/x", mode="record")
-    with pytest.raises(AdapterError, match="its header 'h' cannot travel"):
-        sink._record_headers(OutRecord(b"p", None, (("h", b"a\nb"),)), "k")
+async def test_record_mode_refuses_what_cannot_be_a_header_before_sending_any(
+    serve: Any,
+) -> None:
+    rx = Receiver()
+    sink = HttpSink(await serve(rx.app) + "/in", mode="record", backoff=QUICK)
+    await sink.start()
+    with pytest.raises(AdapterError, match="its header 'h' cannot travel as an HTTP header"):
+        await sink.write_batch([OutRecord(b"ok"), OutRecord(b"p", None, (("h", b"a\nb"),))])
     with pytest.raises(AdapterError, match="its key cannot travel"):
-        sink._record_headers(OutRecord(b"p", b" padded", ()), "k")
+        await sink.write_batch([OutRecord(b"p", b" padded", ())])
+    assert rx.requests == [], "nothing of a batch that cannot be sent was sent"
+    await sink.stop()
 
 
 async def test_record_mode_with_concurrency_delivers_each_record_once() -> None:
