@@ -535,3 +535,18 @@ async def test_source_and_sink_reconnect_when_the_broker_restarts_mid_stream() -
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_a_refusal_mid_batch_says_how_much_was_confirmed() -> None:
+    topic = await create_topic()
+    sink = KafkaSink(BROKER, topic, max_request_size=200)
+    await sink.start()
+    try:
+        batch = [OutRecord(b"a"), OutRecord(b"x" * 500), OutRecord(b"c")]
+        with pytest.raises(AdapterError, match=r"\(1 of 3 records of the batch confirmed\)"):
+            await sink.write_batch(batch)
+        assert [r.payload for r in await read_all(topic)] == [b"a"]  # queued before: sent
+        await sink.write_batch([OutRecord(b"d")])  # the sink goes on working
+        assert [r.payload for r in await read_all(topic)] == [b"a", b"d"]
+    finally:
+        await sink.stop()
