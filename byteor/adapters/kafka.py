@@ -387,7 +387,14 @@ class KafkaSource(Source):
         offsets = {tp: offset for tp, (_, offset) in due.items()}
         try:
             with self._errors():
-                await asyncio.wait_for(consumer.commit(offsets), self._commit_timeout_s)
+                try:
+                    await asyncio.wait_for(consumer.commit(offsets), self._commit_timeout_s)
+                except TimeoutError:
+                    raise AdapterUnreachable(
+                        "kafka",
+                        self._address,
+                        f"no answer to a commit within {self._commit_timeout_s:g} s",
+                    ) from None
         except AdapterUnreachable as exc:
             self._trouble = str(exc)
             raise

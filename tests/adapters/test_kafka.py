@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -325,12 +325,7 @@ async def test_rebalance_commits_before_giving_up_and_forgets_in_flight() -> Non
 
 
 async def test_a_broker_down_at_start_gives_the_clear_error() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    address = f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{free_port()}"
     for side in (KafkaSource(address, ["t"], "g"), KafkaSink(address, "t")):
         with pytest.raises(AdapterUnreachable) as info:
             await side.start()
@@ -441,24 +436,48 @@ def tansu_binary() -> str:
 S3 = "http://127.0.0.1:5000"  # moto, started by scripts/services.sh
 
 
+def free_port() -> int:
+    """A port nothing listens on (closed again before returning)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_tansu(
+    port: int, storage: str = "memory://tansu/", env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """A Tansu of the test's own on ``port``, once it accepts connections."""
+    address = f"127.0.0.1:{port}"
+    proc = await asyncio.create_subprocess_exec(
+        tansu_binary(), "broker", "--listener-url", f"tcp://{address}",
+        "--advertised-listener-url", f"tcp://{address}", "--storage-engine", storage,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc
+        except OSError:
+            await asyncio.sleep(0.05)
+    proc.kill()
+    await proc.wait()
+    raise AssertionError(f"tansu did not start on {address}")
+
+
 async def test_source_and_sink_reconnect_when_the_broker_restarts_mid_stream() -> None:
     # A Tansu of our own (the shared one must not be restarted). Its memory storage loses
     # topics, groups and offsets on restart, so this one keeps them in S3 (moto) instead.
     import os
-    import socket
     import urllib.request
 
     bucket = _name("tansu")
     put = urllib.request.Request(f"{S3}/{bucket}", method="PUT")
     await asyncio.to_thread(lambda: urllib.request.urlopen(put, timeout=10).close())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     address = f"127.0.0.1:{port}"
-    argv = [
-        tansu_binary(), "broker", "--listener-url", f"tcp://{address}",
-        "--advertised-listener-url", f"tcp://{address}", "--storage-engine", f"s3://{bucket}/",
-    ]  # fmt: skip
     env = dict(
         os.environ,
         AWS_ENDPOINT=S3,
@@ -468,18 +487,8 @@ async def test_source_and_sink_reconnect_when_the_broker_restarts_mid_stream() -
         AWS_DEFAULT_REGION="us-east-1",
     )
 
-    async def serve() -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return proc
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("tansu did not start")
+    def serve() -> Awaitable[asyncio.subprocess.Process]:
+        return run_tansu(port, f"s3://{bucket}/", env)
 
     proc = await serve()
     topic, group = await create_topic(1, address), _name("group")
@@ -553,3 +562,33 @@ async def test_a_refusal_mid_batch_says_how_much_was_confirmed() -> None:
         assert [r.payload for r in await read_all(topic)] == [b"a", b"d"]
     finally:
         await sink.stop()
+
+
+async def test_stop_with_the_broker_gone_returns_within_the_commit_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    proc = await run_tansu(port)
+    try:
+        topic = await create_topic(1, address)
+        await produce(topic, [OutRecord(b"x")] * 5, bootstrap=address)
+        src = fast_source(topic, _name("group"), address, commit_timeout_ms=500)
+        await src.start()
+        for r in await collect(src, 5):
+            await r.ack.ack()
+    finally:
+        proc.kill()
+        await proc.wait()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with caplog.at_level(logging.WARNING, logger="byteor.adapters.kafka"):
+        await src.stop()
+    assert loop.time() - began < 3.0
+    assert not src.health().connected
+    warned = [m for n, _, m in caplog.record_tuples if n == "byteor.adapters.kafka"]
+    assert len(warned) == 1
+    assert warned[0].startswith(f"kafka: commit at stop failed (kafka: cannot reach {address}")
+    assert "no answer to a commit within 0.5 s" in warned[0]
