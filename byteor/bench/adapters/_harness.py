@@ -192,12 +192,15 @@ class Case(ABC):
         name: the adapter's registry name (also what ``--only`` selects).
         client: the client library's distribution name (its version goes in the report).
         address: ``host:port`` of the server, probed before anything runs.
+        records: records per run unless ``--records`` says otherwise: enough for about a
+            second a run here (the adapters differ by 50x in speed).
         ours_source, hand_source, ours_sink, hand_sink: one line each for the notes.
     """
 
     name: ClassVar[str]
     client: ClassVar[str]
     address: ClassVar[str]
+    records: ClassVar[int]
     ours_source: ClassVar[str]
     hand_source: ClassVar[str]
     ours_sink: ClassVar[str]

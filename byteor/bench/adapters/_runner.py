@@ -47,10 +47,11 @@ __all__ = ["CASES", "TARGET", "Row", "run_benchmark", "summarise", "run_cli"]
 #: adapter name -> "module:Case"; a case whose adapter has not landed is reported as skipped.
 CASES: dict[str, str] = {
     "redis": "byteor.bench.adapters.redis:RedisCase",
+    "kafka": "byteor.bench.adapters.kafka:KafkaCase",
+    "rabbitmq": "byteor.bench.adapters.rabbitmq:RabbitMQCase",
 }
 TARGET = 0.90  # ours / hand-written, issue 5
-RECORDS = 50_000
-QUICK_RECORDS = 5_000
+QUICK_DIVISOR = 10
 SIZE = 128
 BATCH = 500
 REPEAT = 3
@@ -67,6 +68,7 @@ class Row:
     detail: str = ""
     ours_what: str = ""
     hand_what: str = ""
+    records: int = 0
     runs: dict[Impl, list[dict[str, Any]]] = field(default_factory=lambda: {"hand": [], "ours": []})
 
 
@@ -96,13 +98,13 @@ async def _run_once(
     target = await case.create(_tag(case, kind, impl, rep))
     try:
         if kind == "source":
-            await case.prefill(target, items, plan.batch)
+            await bounded(case.prefill(target, items, plan.batch), timeout_s)
             side = case.source(impl, target, plan)
             try:
                 tally = await bounded(time_source(side, plan), timeout_s)
             finally:
                 await side.abort()
-            await case.verify_source(target, plan)
+            await bounded(case.verify_source(target, plan), timeout_s)
             return {
                 "rate": tally.rate,
                 "elapsed_s": tally.elapsed_ns / 1e9,
@@ -112,7 +114,7 @@ async def _run_once(
             }
         sink = case.sink(impl, target, plan)
         written = await bounded(time_sink(sink, plan, items), timeout_s)
-        await case.verify_sink(target, plan)
+        await bounded(case.verify_sink(target, plan), timeout_s)
         return {
             "rate": written.rate,
             "elapsed_s": written.elapsed_ns / 1e9,
@@ -126,12 +128,12 @@ async def _run_once(
 async def _run_all(
     cases: Sequence[Case],
     rows: dict[tuple[str, Kind], Row],
-    plan: Plan,
+    plans: dict[str, Plan],
     repeat: int,
     timeout_s: float,
     progress: Callable[[str], None],
 ) -> None:
-    items = payloads(plan)
+    items = {name: payloads(plan) for name, plan in plans.items()}
     total = len(cases) * len(KINDS) * 2 * repeat
     done = 0
     try:
@@ -151,7 +153,9 @@ async def _run_all(
                         )
                         probe = _speed_probe_ns()
                         try:
-                            run = await _run_once(case, kind, impl, plan, items, rep, timeout_s)
+                            run = await _run_once(
+                                case, kind, impl, plans[case.name], items[case.name], rep, timeout_s
+                            )
                         except (BenchFailure, AdapterError) as exc:
                             row.status, row.detail = "failed", f"{impl}: {exc}"
                             progress(f"{label}  FAILED: {exc}")
@@ -169,10 +173,21 @@ async def _run_all(
             await case.close()
 
 
+def plan_for(case: Case, records: int | None, size: int, batch: int, quick: bool) -> Plan:
+    """What ``case`` moves: ``records`` when given, else the case's own count (a tenth with
+    ``quick``), never less than four batches."""
+    if records is None:
+        records = max(case.records // QUICK_DIVISOR if quick else case.records, 4 * batch)
+    return Plan(records, size, batch)
+
+
 def run_benchmark(
     names: Sequence[str],
-    plan: Plan,
     *,
+    records: int | None = None,
+    size: int = SIZE,
+    batch: int = BATCH,
+    quick: bool = False,
     repeat: int = REPEAT,
     timeout_s: float = 120.0,
     progress: Callable[[str], None] = _say,
@@ -183,6 +198,7 @@ def run_benchmark(
     """
     rows: dict[tuple[str, Kind], Row] = {}
     cases: list[Case] = []
+    plans: dict[str, Plan] = {}
     for name in names:
         loaded = _load_case(name)
         for kind in KINDS:
@@ -192,16 +208,18 @@ def run_benchmark(
             else:
                 row.ours_what = getattr(loaded, f"ours_{kind}")
                 row.hand_what = getattr(loaded, f"hand_{kind}")
+                row.records = plan_for(loaded, records, size, batch, quick).records
         if isinstance(loaded, str):
             progress(f"{name}: skipped ({loaded})")
         else:
             cases.append(loaded)
+            plans[name] = plan_for(loaded, records, size, batch, quick)
     servers: dict[str, str] = {}
 
     async def main() -> None:
         for case in cases:
             servers[case.name] = await case.server()
-        await _run_all(cases, rows, plan, repeat, timeout_s, progress)
+        await _run_all(cases, rows, plans, repeat, timeout_s, progress)
 
     asyncio.run(main())
     return list(rows.values()), servers
@@ -214,6 +232,7 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
         doc: dict[str, Any] = {
             "adapter": row.adapter,
             "kind": row.kind,
+            "records": row.records,
             "status": row.status,
             "detail": row.detail,
             "ours": row.ours_what,
@@ -239,17 +258,19 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return out
 
 
-def _table(results: Sequence[dict[str, Any]], plan: Plan, repeat: int, machine: str) -> str:
+def _table(
+    results: Sequence[dict[str, Any]], size: int, batch: int, repeat: int, machine: str
+) -> str:
     lines = [
-        f"byteor bench adapters: {plan.records:,} records of {plan.size} B, batches of"
-        f" {plan.batch}, {repeat} run(s) each; {machine}",
+        f"byteor bench adapters: records of {size} B, batches of {batch},"
+        f" {repeat} run(s) each; {machine}",
         "",
-        f"{'':<16}  {'records/s, median':^30}  {'':>8}  {'CPU us a record':^26}",
-        f"{'adapter':<9} {'side':<6}  {'hand':>9}  {'ours':>9}  {'ours/hand':>9}"
+        f"{'':<24}  {'records/s, median':^30}  {'':>8}  {'CPU us a record':^26}",
+        f"{'adapter':<9} {'side':<6} {'records':>7}  {'hand':>9}  {'ours':>9}  {'ours/hand':>9}"
         f"  {'>= ' + format(TARGET, '.2f'):<8}  {'hand':>7}  {'ours':>7}  {'hand/ours':>9}",
     ]
     for r in results:
-        head = f"{r['adapter']:<9} {r['kind']:<6}"
+        head = f"{r['adapter']:<9} {r['kind']:<6} {r['records'] or '':>7}"
         if "ratio" not in r:
             status = r["status"].upper() if r["status"] != "ok" else "NO RUNS"
             lines.append(f"{head}  {status}: {r['detail']}")
@@ -335,12 +356,12 @@ def run_cli(args: argparse.Namespace) -> int:
         emit(args, "\n".join(CASES), {"adapters": list(CASES)})
         return EXIT_OK
     quick = bool(getattr(args, "quick", False))
-    records = _positive(args, "records", QUICK_RECORDS if quick else RECORDS)
+    records = None if getattr(args, "records", None) is None else _positive(args, "records", 0)
     size = _positive(args, "size", SIZE)
     if size < 8:
         raise CliError("--size: every record needs at least 8 bytes (its sequence number)")
-    plan = Plan(records, size, _positive(args, "batch", BATCH))
-    if plan.records < 2 * plan.batch:
+    batch = _positive(args, "batch", BATCH)
+    if records is not None and records < 2 * batch:
         raise CliError("--records must be at least twice --batch (the first batch is not timed)")
     repeat = _positive(args, "repeat", 1 if quick else REPEAT)
     started = time.monotonic()
@@ -353,7 +374,13 @@ def run_cli(args: argparse.Namespace) -> int:
             " something else is using the CPUs and the numbers will be noisy"
         )
     rows, servers = run_benchmark(
-        names, plan, repeat=repeat, timeout_s=float(getattr(args, "timeout", None) or 120.0)
+        names,
+        records=records,
+        size=size,
+        batch=batch,
+        quick=quick,
+        repeat=repeat,
+        timeout_s=float(getattr(args, "timeout", None) or 120.0),
     )
     results = summarise(rows)
     failed = [r for r in results if r["status"] == "failed"]
@@ -366,9 +393,9 @@ def run_cli(args: argparse.Namespace) -> int:
         "servers": servers,
         "source": source_info(),
         "settings": {
-            "records": plan.records,
-            "size": plan.size,
-            "batch": plan.batch,
+            "records": records if records is not None else "per adapter (see results)",
+            "size": size,
+            "batch": batch,
             "repeat": repeat,
             "quick": quick,
             "target": TARGET,
@@ -393,7 +420,8 @@ def run_cli(args: argparse.Namespace) -> int:
     }
     text = _table(
         results,
-        plan,
+        size,
+        batch,
         repeat,
         f"{machine['cpus_usable']} CPUs, {machine['implementation']} {machine['python']}",
     )

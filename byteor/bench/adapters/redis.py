@@ -120,6 +120,7 @@ class RedisCase(Case):
     name = "redis"
     client = "redis"
     address = "127.0.0.1:6379"
+    records = 50_000
     ours_source = (
         "RedisSource.next_batch + ack() of every record (XREADGROUP; XACK with the next read)"
     )
