@@ -1,0 +1,941 @@
+"""``adapter = nats``: NATS core subjects and JetStream streams (``pip install 'byteor[nats]'``).
+
+Two modes, chosen by ``mode``:
+
+``jetstream`` (the default; at-least-once)
+    Source: a durable *pull* consumer of ``stream`` (filter ``subject``, explicit ack policy,
+    ``ack_wait_s`` and ``max_ack_pending`` from the config). ``start`` creates the consumer, or
+    updates an existing one to the config (a new consumer starts at ``start``; an existing
+    one keeps its position). Records are fetched only while the source is not paused and a
+    batch is asked for, so a paused source leaves everything in the stream. Our ``ack``
+    sends the message's JetStream ack; ``nack`` sends a ``nak`` (redelivered at once).
+    ``stop`` naks what was handed out and never settled, so it comes back at once; what a
+    crashed process held comes back when its ``ack_wait`` runs out. Sink: publishes the
+    batch and returns once the stream acknowledged (PubAck) every record. Each message
+    carries a ``Nats-Msg-Id`` (see ``msg_id``) so that a batch written again after a failure
+    or a crash is stored once, within the stream's duplicate window (two minutes unless the
+    stream says otherwise).
+
+``core`` (at most once)
+    Source: a plain subscription (optionally in a ``queue`` group). Core NATS keeps nothing:
+    a record published while no source is subscribed, or held in the source's buffer when
+    the process dies, is gone; ``ack``/``nack`` settle the handle and do nothing else.
+    Sink: publishes, then ``flush()``es; confirmed means the server received the batch.
+
+Where the id for ``Nats-Msg-Id`` comes from (``msg_id``):
+
+- ``hash`` (default): the record's own ``Nats-Msg-Id`` header when it has one, else a
+  128-bit BLAKE2b hash of its key, headers and payload. Deterministic, so a retried batch
+  gets the same ids — but two records identical in key, headers and payload inside the
+  duplicate window are also stored once. If your records can legitimately repeat, give
+  them an id header and use ``header:NAME``.
+- ``header:NAME``: the value of the record's header ``NAME`` (a record without it is
+  refused).
+- ``none``: no id is set.
+
+A record's key travels in the header ``Byteor-Key``; its headers become NATS headers one
+for one (order kept) when that is lossless — unique token names, UTF-8 text values without
+control characters or surrounding blanks. Otherwise key and headers travel together,
+packed, in the single header ``Byteor-Packed``. Headers whose names start with ``Byteor-``
+are ours and never reach a record.
+
+Connections: at start every server of ``servers`` is tried twice, ``reconnect_wait_s``
+apart, then the start fails with :class:`AdapterUnreachable` naming the addresses. Once
+connected, nats-py reconnects by itself (``reconnect_attempts`` tries per server,
+``reconnect_wait_s`` apart, ``-1`` for ever); ``health()`` shows the state, the number of
+reconnects and the last error. Records fetched while the server is away are simply not
+there (``next_batch`` returns ``[]``); acks are buffered and sent after the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import string
+import struct
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from nats import errors as nerr
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api as jsapi
+from nats.js import errors as jserr
+from nats.js.client import JetStreamContext
+
+from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
+from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
+from byteor.adapters._errors import (
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterError,
+    AdapterNotFound,
+    AdapterUnreachable,
+    map_errors,
+)
+from byteor.adapters._record import Ack, Headers, OutRecord, Record
+from byteor.spec import Delivery
+
+__all__ = [
+    "NatsAdapter",
+    "NatsOptions",
+    "NatsCoreSource",
+    "NatsCoreSink",
+    "ConsumerSettings",
+    "JetStreamSource",
+    "JetStreamSink",
+    "encode_headers",
+    "decode_message",
+    "msg_id",
+    "KEY_HEADER",
+    "PACKED_HEADER",
+    "MSG_ID_HEADER",
+]
+
+log = logging.getLogger("byteor.adapters.nats")
+
+KEY_HEADER: Final = "Byteor-Key"
+PACKED_HEADER: Final = "Byteor-Packed"
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+_OURS: Final = "byteor-"
+_EXPECTED: Final = "nats-expected-"
+_EXPECTED_STREAM: Final = "Nats-Expected-Stream"
+
+#: The shortest fetch we ask JetStream for: a fetch is a round trip even when nothing waits.
+FETCH_MIN_S: Final = 0.05
+
+Mode = Literal["core", "jetstream"]
+
+_ERRORS: dict[type[BaseException], type[AdapterError]] = {
+    nerr.AuthorizationError: AdapterAuthError,
+    nerr.NoServersError: AdapterUnreachable,
+    nerr.ConnectionClosedError: AdapterUnreachable,
+    nerr.StaleConnectionError: AdapterUnreachable,
+    nerr.OutboundBufferLimitError: AdapterUnreachable,
+    nerr.ConnectionReconnectingError: AdapterUnreachable,
+    nerr.TimeoutError: AdapterUnreachable,
+    jserr.NoStreamResponseError: AdapterNotFound,
+    jserr.NotFoundError: AdapterNotFound,
+    jserr.ServiceUnavailableError: AdapterUnreachable,
+    jserr.APIError: AdapterError,
+    nerr.Error: AdapterError,
+    OSError: AdapterUnreachable,
+    asyncio.TimeoutError: AdapterUnreachable,
+}
+
+# --- records on the wire -------------------------------------------------------------------
+
+_H = struct.Struct(">H")
+_V = struct.Struct(">I")
+_TOKEN: Final = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
+
+
+def _as_text(value: bytes) -> str | None:
+    """``value`` as a header value nats-py carries unchanged, else ``None``."""
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return None
+    if text != text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return None
+    return text
+
+
+def _pack(key: bytes | None, headers: Headers) -> str:
+    parts = [b"\x00"] if key is None else [b"\x01", _V.pack(len(key)), key]
+    for name, value in headers:
+        n = name.encode()
+        parts += [_H.pack(len(n)), n, _V.pack(len(value)), value]
+    return base64.b64encode(b"".join(parts)).decode()
+
+
+def _unpack(text: str) -> tuple[bytes | None, Headers]:
+    raw = base64.b64decode(text)
+    key: bytes | None = None
+    at = 1
+    if raw[0] == 1:
+        (kl,) = _V.unpack_from(raw, 1)
+        key, at = raw[5 : 5 + kl], 5 + kl
+    headers: list[tuple[str, bytes]] = []
+    while at < len(raw):
+        (nl,) = _H.unpack_from(raw, at)
+        name = raw[at + 2 : at + 2 + nl].decode()
+        at += 2 + nl
+        (vl,) = _V.unpack_from(raw, at)
+        headers.append((name, raw[at + 4 : at + 4 + vl]))
+        at += 4 + vl
+    return key, tuple(headers)
+
+
+def encode_headers(rec: OutRecord) -> dict[str, str]:
+    """The NATS headers carrying ``rec``'s key and headers (see the module docstring)."""
+    out: dict[str, str] = {}
+    native = True
+    for name, value in rec.headers:
+        text = _as_text(value)
+        if (
+            text is None
+            or name in out
+            or not name
+            or not _TOKEN.issuperset(name)
+            or name.lower().startswith(_OURS)
+        ):
+            native = False
+            break
+        out[name] = text
+    key_text = None if rec.key is None else _as_text(rec.key)
+    if native and (rec.key is None or key_text is not None):
+        if key_text is not None:
+            out[KEY_HEADER] = key_text
+        return out
+    return {PACKED_HEADER: _pack(rec.key, rec.headers)}
+
+
+def _kept(name: str) -> bool:
+    """Whether a NATS header becomes a record header: not ours, not a publish instruction."""
+    low = name.lower()
+    return not low.startswith(_OURS) and not low.startswith(_EXPECTED)
+
+
+def decode_message(payload: bytes, headers: Mapping[str, str] | None) -> OutRecord:
+    """The record a message carries (the inverse of :func:`encode_headers`).
+
+    ``Nats-Expected-*`` headers (instructions to the server about a publish) are dropped;
+    ``Nats-Msg-Id`` stays, so a record copied to another stream keeps its id.
+    """
+    if not headers:
+        return OutRecord(payload)
+    rest = tuple((n, v.encode()) for n, v in headers.items() if _kept(n))
+    packed = headers.get(PACKED_HEADER)
+    if packed is not None:
+        key, hdrs = _unpack(packed)
+        return OutRecord(payload, key, hdrs + rest)
+    key_text = headers.get(KEY_HEADER)
+    return OutRecord(payload, None if key_text is None else key_text.encode(), rest)
+
+
+def msg_id(rec: OutRecord, source: str) -> str | None:
+    """The ``Nats-Msg-Id`` of ``rec`` for a ``msg_id`` setting (``hash``, ``header:NAME``,
+    ``none``); raises :class:`AdapterError` when ``header:NAME`` is missing from ``rec``."""
+    if source == "none":
+        return None
+    if source == "hash":
+        for name, value in rec.headers:
+            if name == MSG_ID_HEADER:
+                return value.decode(errors="replace")
+        h = hashlib.blake2b(digest_size=16)
+        h.update(b"\x00" if rec.key is None else b"\x01" + _V.pack(len(rec.key)) + rec.key)
+        for name, value in rec.headers:
+            n = name.encode()
+            h.update(_H.pack(len(n)) + n + _V.pack(len(value)) + value)
+        h.update(rec.payload)
+        return h.hexdigest()
+    wanted = source.removeprefix("header:")
+    for name, value in rec.headers:
+        if name == wanted:
+            return value.decode(errors="replace")
+    raise AdapterError(
+        f"nats: a record has no header {wanted!r}, which msg_id = {source!r} takes the "
+        f"Nats-Msg-Id from; add it upstream, or use msg_id = hash",
+        adapter="nats",
+        retriable=False,
+    )
+
+
+def _valid_msg_id_source(source: str) -> bool:
+    return source in ("hash", "none") or (source.startswith("header:") and len(source) > 7)
+
+
+# --- the connection ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """How to reach the servers. ``reconnect_attempts`` is per server (``-1``: for ever)."""
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    creds: str = ""
+    name: str = ""
+    connect_timeout_s: float = 2.0
+    reconnect_wait_s: float = 1.0
+    reconnect_attempts: int = 60
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of every server, comma-separated (never credentials)."""
+        parts = []
+        for url in self.servers:
+            u = urlsplit(url if "://" in url else f"nats://{url}")
+            parts.append(f"{u.hostname or '127.0.0.1'}:{u.port or 4222}")
+        return ",".join(parts)
+
+
+class _Link:
+    """One nats-py connection and what health reports about it."""
+
+    def __init__(self, opts: NatsOptions) -> None:
+        self.opts = opts
+        self.address = opts.address
+        self.nc: NATS | None = None
+        self.last_error: BaseException | None = None
+
+    def errors(self, what: str = "") -> Any:
+        return map_errors("nats", self.address, _ERRORS, what=what)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.last_error = exc
+        log.warning("nats %s: %s: %s", self.address, type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            log.warning("nats %s: disconnected, reconnecting", self.address)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats %s: reconnected", self.address)
+
+    async def open(self) -> NATS:
+        o = self.opts
+        nc = NATS()
+        kwargs: dict[str, Any] = {}
+        if o.user:
+            kwargs["user"], kwargs["password"] = o.user, o.password
+        if o.token:
+            kwargs["token"] = o.token
+        if o.creds:
+            kwargs["user_credentials"] = o.creds
+        if o.name:
+            kwargs["name"] = o.name
+        try:
+            # nats-py spends one attempt budget on the first connect and on reconnects. At
+            # start we want a quick, clear failure (two tries per server; 0 would mean for
+            # ever), later the configured patience: the budget is raised once connected.
+            await nc.connect(
+                list(o.servers),
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                connect_timeout=o.connect_timeout_s,  # type: ignore[arg-type]
+                reconnect_time_wait=o.reconnect_wait_s,  # type: ignore[arg-type]
+                max_reconnect_attempts=1,
+                dont_randomize=len(o.servers) == 1,
+                **kwargs,
+            )
+        except Exception as exc:
+            await nc.close()
+            cause = self.last_error if isinstance(exc, nerr.NoServersError) else exc
+            if isinstance(cause, nerr.AuthorizationError) or "authorization" in str(cause).lower():
+                raise AdapterAuthError("nats", self.address, f"{cause}") from exc
+            detail = f"{type(cause).__name__}: {cause}" if cause is not None else ""
+            raise AdapterUnreachable("nats", self.address, detail) from exc
+        nc.options["max_reconnect_attempts"] = o.reconnect_attempts
+        self.nc = nc
+        return nc
+
+    async def close(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def detail(self) -> str:
+        nc = self.nc
+        if nc is None:
+            return "not connected"
+        state = (
+            "connected" if nc.is_connected else "reconnecting" if nc.is_reconnecting else "closed"
+        )
+        parts = [f"{state} to {self.address}", f"reconnects={nc.stats['reconnects']}"]
+        if self.last_error is not None:
+            parts.append(f"last error: {type(self.last_error).__name__}: {self.last_error}")
+        return "; ".join(parts)
+
+
+def _not_started(kind: str) -> AdapterError:
+    return AdapterError(f"nats: {kind} is not started", adapter="nats")
+
+
+# --- core NATS -----------------------------------------------------------------------------
+
+
+class NatsCoreSource(Source):
+    """A subscription to ``subject``: at most once, ``ack``/``nack`` settle and do nothing.
+
+    Messages are buffered (up to ``buffer``; more are dropped and counted) until handed out;
+    a paused source keeps buffering, since core NATS cannot be asked to hold them.
+    """
+
+    def __init__(
+        self, opts: NatsOptions, subject: str, *, queue: str = "", buffer: int = 65_536
+    ) -> None:
+        self._link = _Link(opts)
+        self._subject, self._queue, self._buffer = subject, queue, buffer
+        self._ready: deque[Msg] = deque()
+        self._wake = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._paused = False
+        self._seq = 0
+        self.dropped = 0
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if len(self._ready) >= self._buffer:
+            self.dropped += 1
+            return
+        self._ready.append(msg)
+        self._wake.set()
+
+    async def start(self) -> None:
+        nc = await self._link.open()
+        try:
+            with self._link.errors(f"subject {self._subject!r}"):
+                self._sub = await nc.subscribe(self._subject, queue=self._queue, cb=self._on_msg)
+                await nc.flush()  # the server knows the subscription before start returns
+        except BaseException:
+            await self._link.close()
+            raise
+
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+        if self._sub is None:
+            raise _not_started("source")
+        if self._paused:
+            return []
+        if not self._ready and timeout_s > 0:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout_s)
+            except TimeoutError:
+                return []
+        out: list[Record] = []
+        while self._ready and len(out) < max_records:
+            msg = self._ready.popleft()
+            rec = decode_message(msg.data, msg.headers)
+            self._seq += 1
+            out.append(Record(rec.payload, rec.key, rec.headers, self._seq, Ack(_settled)))
+        return out
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        self._ready.clear()
+        try:
+            if sub is not None and self._link.connected:
+                with self._link.errors():
+                    await sub.unsubscribe()
+        finally:
+            await self._link.close()
+
+    def health(self) -> Health:
+        return Health(
+            connected=self._sub is not None and self._link.connected,
+            detail=f"{self._link.detail()}; buffered={len(self._ready)}; dropped={self.dropped}",
+        )
+
+
+async def _settled(ok: bool) -> None:
+    """Core NATS has nothing to acknowledge."""
+
+
+class NatsCoreSink(Sink):
+    """Publishes to ``subject``; a batch is confirmed once ``flush()`` saw it reach the server."""
+
+    def __init__(self, opts: NatsOptions, subject: str, *, ack_timeout_s: float = 5.0) -> None:
+        self._link = _Link(opts)
+        self._subject, self._ack_timeout_s = subject, ack_timeout_s
+        self._nc: NATS | None = None
+
+    async def start(self) -> None:
+        self._nc = await self._link.open()
+
+    async def write_batch(self, records: Sequence[OutRecord]) -> None:
+        nc = self._nc
+        if nc is None:
+            raise _not_started("sink")
+        with self._link.errors(f"subject {self._subject!r}"):
+            for rec in records:
+                await nc.publish(self._subject, rec.payload, headers=encode_headers(rec) or None)
+            await nc.flush(timeout=self._ack_timeout_s)  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        self._nc = None
+        await self._link.close()
+
+    def health(self) -> Health:
+        return Health(
+            connected=self._nc is not None and self._link.connected, detail=self._link.detail()
+        )
+
+
+# --- JetStream -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """The durable pull consumer a :class:`JetStreamSource` reads through."""
+
+    stream: str
+    durable: str = "byteor"
+    filter_subject: str = ""  # "": every subject of the stream
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 5_000
+    start: Literal["earliest", "latest"] = "earliest"
+    create: bool = True
+
+
+class JetStreamSource(Source):
+    """Reads a stream through a durable pull consumer; acks only what was acked downstream."""
+
+    def __init__(self, opts: NatsOptions, consumer: ConsumerSettings, *, batch: int = 500) -> None:
+        self._link = _Link(opts)
+        self._c, self._batch = consumer, batch
+        self._what = f"stream {consumer.stream!r}"
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._unsettled: dict[int, Msg] = {}
+        self._paused = False
+        self._stopped = True
+        self._epoch = 0
+        self._lag: int | None = None
+
+    async def start(self) -> None:
+        c = self._c
+        nc = await self._link.open()
+        try:
+            js = nc.jetstream()
+            with self._link.errors(self._what):
+                await js.stream_info(c.stream)
+            try:
+                with self._link.errors(self._what):
+                    info: jsapi.ConsumerInfo | None = await js.consumer_info(c.stream, c.durable)
+            except AdapterNotFound:
+                info = None
+            if info is None and not c.create:
+                raise AdapterNotFound(
+                    "nats", self._link.address, f"consumer {c.durable!r} of stream {c.stream!r}"
+                )
+            if info is not None:
+                self._check_existing(info)
+            if c.create:
+                info = await self._create_or_update(js, info)
+            assert info is not None
+            self._lag = info.num_pending
+            with self._link.errors(self._what):
+                self._psub = await js.pull_subscribe_bind(durable=c.durable, stream=c.stream)
+        except BaseException:
+            await self._link.close()
+            raise
+        self._stopped = False
+        self._epoch += 1
+
+    def _check_existing(self, info: jsapi.ConsumerInfo) -> None:
+        cfg, c = info.config, self._c
+        problem = ""
+        if cfg.deliver_subject:
+            problem = "is a push consumer"
+        elif cfg.ack_policy != jsapi.AckPolicy.EXPLICIT:
+            problem = f"has ack policy {cfg.ack_policy}, not explicit"
+        elif not c.create and (cfg.filter_subject or "") != c.filter_subject:
+            problem = f"filters {cfg.filter_subject!r}, not {c.filter_subject!r}"
+        if problem:
+            raise AdapterConfigError(
+                f"nats: durable consumer {c.durable!r} of stream {c.stream!r} on "
+                f"{self._link.address} {problem}; delete it or choose another durable name",
+                adapter="nats",
+                address=self._link.address,
+            )
+
+    async def _create_or_update(
+        self, js: JetStreamContext, info: jsapi.ConsumerInfo | None
+    ) -> jsapi.ConsumerInfo:
+        c = self._c
+        config = jsapi.ConsumerConfig(
+            durable_name=c.durable,
+            ack_policy=jsapi.AckPolicy.EXPLICIT,
+            ack_wait=c.ack_wait_s,
+            max_ack_pending=c.max_ack_pending,
+            filter_subject=c.filter_subject or None,
+            deliver_policy=(
+                jsapi.DeliverPolicy.ALL if c.start == "earliest" else jsapi.DeliverPolicy.NEW
+            ),
+        )
+        if info is not None:  # an existing consumer keeps where it starts from
+            config.deliver_policy = info.config.deliver_policy
+            config.opt_start_seq = info.config.opt_start_seq
+            config.opt_start_time = info.config.opt_start_time
+        try:
+            with self._link.errors(self._what):
+                return await js.add_consumer(c.stream, config)
+        except AdapterNotFound:
+            raise
+        except AdapterError as exc:
+            if exc.retriable:
+                raise
+            raise AdapterConfigError(
+                f"nats: cannot create or update durable consumer {c.durable!r} of stream "
+                f"{c.stream!r} on {self._link.address} ({exc.__cause__}); delete it or choose "
+                f"another durable name",
+                adapter="nats",
+                address=self._link.address,
+            ) from exc
+
+    def _record(self, msg: Msg) -> Record:
+        rec = decode_message(msg.data, msg.headers)
+        meta = msg.metadata
+        seq = meta.sequence.stream
+        self._lag = meta.num_pending
+        self._unsettled[id(msg)] = msg
+        epoch = self._epoch
+
+        async def settle(ok: bool) -> None:
+            if self._stopped or epoch != self._epoch:
+                return  # stop nak'ed it already: it will be delivered again
+            self._unsettled.pop(id(msg), None)
+            with self._link.errors(self._what):
+                await (msg.ack() if ok else msg.nak())
+
+        return Record(rec.payload, rec.key, rec.headers, seq, Ack(settle))
+
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+        psub = self._psub
+        if psub is None or self._stopped:
+            raise _not_started("source")
+        if self._paused or max_records < 1:
+            return []
+        with self._link.errors(self._what):
+            try:
+                msgs = await psub.fetch(
+                    min(max_records, self._batch), timeout=max(timeout_s, FETCH_MIN_S)
+                )
+            except TimeoutError:  # nats-py raises its own subclass, and sometimes the builtin
+                # Nothing came in time: an empty answer, also while nats-py reconnects
+                # (once it gives up, the fetch raises ConnectionClosedError instead).
+                return []
+        return [self._record(m) for m in msgs]
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def stop(self) -> None:
+        """Nak what was handed out and not settled, make sure the acks reached the server,
+        then unsubscribe before closing (nats-py's drain hangs on a bound pull subscription)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        psub, self._psub = self._psub, None
+        held, self._unsettled = list(self._unsettled.values()), {}
+        nc = self._link.nc
+        try:
+            if nc is not None and not nc.is_closed:
+                with self._link.errors(self._what):
+                    for msg in held:
+                        await msg.nak()
+                    if psub is not None:
+                        await psub.unsubscribe()
+                    await nc.flush(timeout=5)
+        finally:
+            await self._link.close()
+
+    def health(self) -> Health:
+        return Health(
+            connected=not self._stopped and self._link.connected,
+            lag=self._lag,
+            detail=self._link.detail(),
+        )
+
+
+class JetStreamSink(Sink):
+    """Publishes a batch and returns once the stream acknowledged every record.
+
+    Each record is published with a reply subject of our own (one wildcard subscription per
+    sink); the stream answers there with a PubAck or an error, and the server with "no
+    responders" when no stream captures the subject. (nats-py's ``publish_async`` leaves a
+    refused record's future unresolved, so we collect the answers ourselves.)
+
+    ``stream`` (optional) is the stream the records must land in: the server refuses them
+    otherwise. ``duplicates`` counts records the stream already held (same ``Nats-Msg-Id``).
+    """
+
+    def __init__(
+        self,
+        opts: NatsOptions,
+        subject: str,
+        *,
+        stream: str = "",
+        msg_id_from: str = "hash",
+        ack_timeout_s: float = 5.0,
+    ) -> None:
+        if not _valid_msg_id_source(msg_id_from):
+            raise AdapterConfigError(
+                f"nats: msg_id must be hash, none or header:NAME, got {msg_id_from!r}",
+                adapter="nats",
+            )
+        self._link = _Link(opts)
+        self._subject, self._stream = subject, stream
+        self._msg_id_from, self._ack_timeout_s = msg_id_from, ack_timeout_s
+        self._what = f"a stream for subject {subject!r}"
+        self._nc: NATS | None = None
+        self._inbox = ""
+        self._sent = 0
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self.duplicates = 0
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._waiting.pop(msg.subject, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def start(self) -> None:
+        nc = await self._link.open()
+        try:
+            with self._link.errors():
+                self._inbox = nc.new_inbox()
+                await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+        except BaseException:
+            await self._link.close()
+            raise
+        self._nc = nc
+
+    async def write_batch(self, records: Sequence[OutRecord]) -> None:
+        nc = self._nc
+        if nc is None:
+            raise _not_started("sink")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Msg]] = []
+        try:
+            with self._link.errors(self._what):
+                for rec in records:
+                    headers = encode_headers(rec)
+                    mid = msg_id(rec, self._msg_id_from)
+                    if mid is not None:
+                        headers[MSG_ID_HEADER] = mid
+                    if self._stream:
+                        headers[_EXPECTED_STREAM] = self._stream
+                    self._sent += 1
+                    reply = f"{self._inbox}.{self._sent}"
+                    fut: asyncio.Future[Msg] = loop.create_future()
+                    self._waiting[reply] = fut
+                    futures.append(fut)
+                    await nc.publish(
+                        self._subject, rec.payload, reply=reply, headers=headers or None
+                    )
+            if futures:
+                await asyncio.wait(futures, timeout=self._ack_timeout_s)
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+            self._waiting.clear()
+        self._check(futures, len(records))
+
+    def _check(self, futures: Sequence[asyncio.Future[Msg]], n: int) -> None:
+        """Raise unless every record got a PubAck; count the duplicates."""
+        missing = refused = 0
+        first: AdapterError | None = None
+        duplicates = 0
+        for fut in futures:
+            if fut.cancelled():
+                missing += 1
+                continue
+            msg = fut.result()
+            status = (msg.headers or {}).get("Status")
+            if status == "503":  # no responders: no stream captures the subject
+                raise AdapterNotFound("nats", self._link.address, self._what)
+            reply = json.loads(msg.data) if msg.data else {}
+            error = reply.get("error")
+            if error is None and "seq" in reply:
+                duplicates += bool(reply.get("duplicate"))
+                continue
+            refused += 1
+            if first is None:
+                error = error or {}
+                code = error.get("code")
+                why = error.get("description", f"unexpected reply {reply}")
+                first = AdapterError(
+                    f"nats: the stream refused records for subject {self._subject!r} on "
+                    f"{self._link.address}: {why} (code {code}, err_code "
+                    f"{error.get('err_code')}); check the stream's limits and the sink's "
+                    f"'stream'",
+                    adapter="nats",
+                    address=self._link.address,
+                    retriable=code is None or code >= 500,
+                )
+        self.duplicates += duplicates
+        if refused or missing:
+            log.warning(
+                "nats %s: %d of %d records not acknowledged (%d refused, %d timed out)",
+                self._link.address,
+                refused + missing,
+                n,
+                refused,
+                missing,
+            )
+        if first is not None:
+            raise first
+        if missing:
+            raise AdapterUnreachable(
+                "nats",
+                self._link.address,
+                f"no PubAck for {missing} of {n} records within {self._ack_timeout_s} s",
+            )
+
+    async def stop(self) -> None:
+        self._nc = None
+        await self._link.close()
+
+    def health(self) -> Health:
+        return Health(
+            connected=self._nc is not None and self._link.connected,
+            detail=f"{self._link.detail()}; duplicates={self.duplicates}",
+        )
+
+
+# --- the adapter ---------------------------------------------------------------------------
+
+_MODES: Final = ("jetstream", "core")
+_STARTS: Final = ("earliest", "latest")
+
+_CORE = Capabilities(
+    source=Delivery("best-effort", "per-subject", "core NATS: at most once, nothing is kept"),
+    sink=Delivery("best-effort", "per-subject", "flushed to the server; kept only if subscribed"),
+    max_batch=65_536,
+    backpressure="none",
+)
+
+
+class NatsAdapter(Adapter):
+    name = "nats"
+    summary = "NATS subjects and JetStream streams"
+    extra = "nats"
+    client_module = "nats"
+    config = ConfigSchema(
+        "nats",
+        (
+            ConfigField("servers", str, "nats://127.0.0.1:4222", "nats:// URLs, comma-separated"),
+            ConfigField("subject", str, doc="subject (jetstream source: filter, '' = all)"),
+            ConfigField("mode", str, "jetstream", "at least once, or core: at most once", _MODES),
+            ConfigField("stream", str, "", "jetstream: the stream (a source needs it)"),
+            ConfigField("durable", str, "byteor", "jetstream source: durable consumer name"),
+            ConfigField("create", bool, True, "jetstream source: create/update the consumer"),
+            ConfigField("start", str, "earliest", "where a new consumer starts", _STARTS),
+            ConfigField("ack_wait_s", float, 30.0, "redeliver what a dead reader held after"),
+            ConfigField("max_ack_pending", int, 5_000, "most records out and not yet acked"),
+            ConfigField("batch", int, 500, "jetstream source: most records one fetch asks for"),
+            ConfigField("queue", str, "", "core source: queue group sharing the messages"),
+            ConfigField("buffer", int, 65_536, "core source: records held (more are dropped)"),
+            ConfigField("msg_id", str, "hash", "Nats-Msg-Id from hash, header:NAME or none"),
+            ConfigField("ack_timeout_s", float, 5.0, "sink: longest wait for confirmation"),
+            ConfigField("user", str, "", "user name"),
+            ConfigField("password", str, "", "password"),
+            ConfigField("token", str, "", "auth token"),
+            ConfigField("creds", str, "", "path of a .creds file (JWT and NKey)"),
+            ConfigField("name", str, "", "connection name shown by the server"),
+            ConfigField("connect_timeout_s", float, 2.0, "per connection attempt"),
+            ConfigField("reconnect_wait_s", float, 1.0, "between attempts to one server"),
+            ConfigField("reconnect_attempts", int, 60, "per server once connected (-1: ever)"),
+        ),
+    )
+    #: As declared for the default mode, ``jetstream``; see :meth:`capabilities_for`.
+    capabilities = Capabilities(
+        source=Delivery(
+            "at-least-once",
+            "per-subject",
+            "mode=jetstream: acked after every sink confirmed (core: at most once)",
+        ),
+        sink=Delivery(
+            "at-least-once",
+            "per-subject",
+            "mode=jetstream: every PubAck received (core: best effort)",
+        ),
+        max_batch=10_000,
+        backpressure="pause",
+    )
+
+    @classmethod
+    def capabilities_for(cls, mode: str) -> Capabilities:
+        """What the adapter promises in ``mode`` (core NATS is at most once)."""
+        return _CORE if mode == "core" else cls.capabilities
+
+    @staticmethod
+    def options(config: Mapping[str, ConfigValue]) -> NatsOptions:
+        return NatsOptions(
+            servers=tuple(s.strip() for s in str(config["servers"]).split(",") if s.strip()),
+            user=str(config["user"]),
+            password=str(config["password"]),
+            token=str(config["token"]),
+            creds=str(config["creds"]),
+            name=str(config["name"]),
+            connect_timeout_s=float(config["connect_timeout_s"]),
+            reconnect_wait_s=float(config["reconnect_wait_s"]),
+            reconnect_attempts=int(config["reconnect_attempts"]),
+        )
+
+    def make_source(self, config: Mapping[str, ConfigValue]) -> Source:
+        opts = self.options(config)
+        if config["mode"] == "core":
+            return NatsCoreSource(
+                opts,
+                str(config["subject"]),
+                queue=str(config["queue"]),
+                buffer=int(config["buffer"]),
+            )
+        if not config["stream"]:
+            raise AdapterConfigError(
+                "nats: a jetstream source needs config 'stream' (the stream to read)",
+                adapter="nats",
+            )
+        start: Literal["earliest", "latest"] = (
+            "latest" if config["start"] == "latest" else "earliest"
+        )
+        return JetStreamSource(
+            opts,
+            ConsumerSettings(
+                stream=str(config["stream"]),
+                durable=str(config["durable"]),
+                filter_subject=str(config["subject"]),
+                ack_wait_s=float(config["ack_wait_s"]),
+                max_ack_pending=int(config["max_ack_pending"]),
+                start=start,
+                create=bool(config["create"]),
+            ),
+            batch=int(config["batch"]),
+        )
+
+    def make_sink(self, config: Mapping[str, ConfigValue]) -> Sink:
+        opts = self.options(config)
+        if config["mode"] == "core":
+            return NatsCoreSink(
+                opts, str(config["subject"]), ack_timeout_s=float(config["ack_timeout_s"])
+            )
+        return JetStreamSink(
+            opts,
+            str(config["subject"]),
+            stream=str(config["stream"]),
+            msg_id_from=str(config["msg_id"]),
+            ack_timeout_s=float(config["ack_timeout_s"]),
+        )
