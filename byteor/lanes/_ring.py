@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from array import array
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -307,10 +308,11 @@ class Producer(AsyncProducerMixin):
         # One chunk never crosses the end of the ring, so every copy below is one slice.
         count = min(count, self._cap - i)
         chunk = items[start : start + count]
-        ndesc = self._descriptors()
+        q = self._q
+        d = self._desc + 2 * i  # descriptor words: [length | flags, seq] per slot
         if isinstance(chunk, np.ndarray):
             self._copy_array(chunk, i)
-            ndesc[i : i + count, 0] = chunk.dtype.itemsize
+            self._descriptors()[i : i + count, 0] = chunk.dtype.itemsize
         else:
             lengths = list(map(len, chunk))
             longest = max(lengths)
@@ -340,8 +342,9 @@ class Producer(AsyncProducerMixin):
                 for data, n in zip(chunk, lengths, strict=True):
                     buf[off : off + n] = data
                     off += slot
-            ndesc[i : i + count, 0] = lengths
-        ndesc[i : i + count, 1] = np.arange(h, h + count, dtype=np.uint64)
+            # Strided stores through the word view: cheaper than numpy for short chunks.
+            q[d : d + 2 * count : 2] = array("Q", lengths)
+        q[d + 1 : d + 1 + 2 * count : 2] = array("Q", range(h, h + count))
         self._publish_to(h + count)
         return count
 
@@ -519,6 +522,9 @@ class Consumer(AsyncConsumerMixin):
             )
         self._ww0 = self._wake_words[0]
         self._ww_more = len(self._wake_words) > 1
+        # The next two words unrolled (a ring of up to 16 consumers has no more), the rest.
+        self._ww1, self._ww2 = (*self._wake_words[1:3], self._ww0, self._ww0)[:2]
+        self._ww_tail = self._wake_words[3:]
         self._sleep_byte = seg.p * 8 + L.ProducerBlock.consumer_sleeping.offset + index
         self._ndesc: npt.NDArray[np.uint64] | None = None
         self._batch_from = -1  # first sequence of the views a batch receive handed out
@@ -593,7 +599,9 @@ class Consumer(AsyncConsumerMixin):
     def _release(self, t: int) -> None:
         q = self._q
         q[self._cur] = t
-        if q[self._ww0] or (self._ww_more and any(q[w] for w in self._wake_words)):
+        if q[self._ww0] or (
+            self._ww_more and (q[self._ww1] or q[self._ww2] or any(q[w] for w in self._ww_tail))
+        ):
             futex_wake(self._seg.futex_address(self._cur))
 
     # -- per message ----------------------------------------------------------------------
@@ -795,7 +803,10 @@ class Consumer(AsyncConsumerMixin):
         t, count = self._batch_span(max_count, timeout)
         i = t & self._mask
         count = min(count, self._cap - i)
-        lengths: list[int] = (self._descriptors()[i : i + count, 0] & _LEN_MASK).tolist()
+        # Each length word with its flags (0 for every message we write): one strided read,
+        # and one comparison both bounds the lengths and spots flags we do not know.
+        d = self._desc + 2 * i
+        lengths: list[int] = self._q[d : d + 2 * count : 2].tolist()
         slot = self._slot
         longest = max(lengths)
         if longest > slot:
@@ -813,6 +824,27 @@ class Consumer(AsyncConsumerMixin):
         if min(lengths) == longest:
             return [src[o : o + longest] for o in offsets]
         return [src[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
+
+    def receive_batch_nowait(
+        self, max_count: int, *, copy: bool = False
+    ) -> list[memoryview | bytes]:
+        """Like :meth:`receive_batch` but raise :class:`WouldBlock` instead of waiting.
+
+        Raises :class:`LaneClosed` once the producer closed and everything was read. An
+        executor polling several lanes in rounds uses this: it never spins or sleeps.
+        """
+        t = self._pos
+        if self._available() <= t:
+            if not self._overrun:
+                self._release(self._granted if self._explicit else t)
+            if self._closed_and_drained(t):
+                raise LaneClosed(f"lane {self._seg.name!r} is closed and fully read")
+            raise WouldBlock(f"lane {self._seg.name!r} is empty")
+        try:
+            return self.receive_batch(max_count, timeout=0, copy=copy)
+        except LaneTimeout:
+            # An overrun consumer found only entries lost while it looked.
+            raise WouldBlock(f"lane {self._seg.name!r} is empty") from None
 
     def _descriptors(self) -> npt.NDArray[np.uint64]:
         ndesc = self._ndesc
@@ -864,6 +896,49 @@ class Consumer(AsyncConsumerMixin):
         off = self._pay + i * self._slot
         self._buf[off : off + n] = data
         self._q[self._desc + 2 * i] = n
+
+    def rewrite_batch(self, items: Sequence[BytesLike]) -> None:
+        """Replace, in place and in order, the payloads of the batch last received with
+        :meth:`receive_batch`: one item per message (SequencedSlots stages).
+
+        Items of one length are written with one strided copy, like :meth:`Producer.send_batch`.
+        Call it before the next receive or ``release()``, which hand the slots on downstream.
+        """
+        first = self._batch_from
+        count = self._pos - first
+        if first < 0 or self._overrun or self._validating:
+            raise ConsumerError(
+                "rewrite_batch() needs a batch received in place by a gating consumer"
+            )
+        if len(items) != count:
+            raise ConsumerError(
+                f"rewrite_batch() got {len(items)} item(s) for a batch of {count} message(s)"
+            )
+        if not count:
+            return
+        lengths = list(map(len, items))
+        longest = max(lengths)
+        slot = self._slot
+        if longest > slot:
+            raise MessageTooLarge(f"{longest} bytes exceed slot_bytes={slot}")
+        i = first & self._mask  # a received batch never crosses the ring's end
+        off = self._pay + i * slot
+        if count >= 8 and min(lengths) == longest:
+            dest: npt.NDArray[np.uint8] = np.ndarray(
+                shape=(count, longest),
+                dtype=np.uint8,
+                buffer=self._buf,
+                offset=off,
+                strides=(slot, 1),
+            )
+            dest[...] = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(count, longest)
+        else:
+            buf = self._buf
+            for data, n in zip(items, lengths, strict=True):
+                buf[off : off + n] = data
+                off += slot
+        d = self._desc + 2 * i
+        self._q[d : d + 2 * count : 2] = array("Q", lengths)
 
     # -- lifetime -------------------------------------------------------------------------
 

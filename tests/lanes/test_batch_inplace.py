@@ -1,0 +1,82 @@
+"""receive_batch_nowait and rewrite_batch: batches that never wait, rewritten in place."""
+
+from __future__ import annotations
+
+import pytest
+
+import byteor.lanes as bl
+
+
+def test_nowait_batches_raise_instead_of_waiting(core_make_lane, core_backing: str) -> None:
+    lane = core_make_lane("events", backing=core_backing, capacity=8, slot_bytes=16)
+    tx, rx = lane.sender(), lane.receiver()
+    with pytest.raises(bl.WouldBlock):
+        rx.receive_batch_nowait(4)
+    sent = [b"m%d" % i for i in range(11)]
+    got: list[bytes] = []
+    for k in range(0, 11, 3):
+        tx.send_batch(sent[k : k + 3])
+        while len(got) < min(k + 3, 11):  # a batch stops at the ring's end
+            got += rx.receive_batch_nowait(8, copy=True)  # type: ignore[arg-type]
+        with pytest.raises(bl.WouldBlock):
+            rx.receive_batch_nowait(8)
+    assert got == sent
+    tx.close()
+    with pytest.raises(bl.LaneClosed):
+        rx.receive_batch_nowait(8)
+
+
+def test_nowait_never_crosses_the_ring_end(core_make_lane) -> None:
+    lane = core_make_lane("events", capacity=8, slot_bytes=16)
+    tx, rx = lane.sender(), lane.receiver()
+    tx.send_batch([b"x"] * 6)
+    assert len(rx.receive_batch_nowait(8)) == 6
+    rx.release()
+    tx.send_batch([b"%d" % i for i in range(5)])  # slots 6, 7, then 0, 1, 2
+    assert [bytes(m) for m in rx.receive_batch_nowait(8)] == [b"0", b"1"]
+    assert [bytes(m) for m in rx.receive_batch_nowait(8)] == [b"2", b"3", b"4"]
+
+
+@pytest.mark.parametrize("same_length", [True, False])
+def test_stages_rewrite_batches_in_place(
+    core_make_lane, core_backing: str, same_length: bool
+) -> None:
+    lane = core_make_lane(
+        "slots",
+        backing=core_backing,
+        capacity=16,
+        slot_bytes=32,
+        consumers=[("s1", []), ("s2", ["s1"])],
+    )
+    tx = lane.sender()
+    s1, s2 = lane.receiver("s1"), lane.receiver("s2")
+    sent = [b"%02d" % i if same_length else b"r" * (i % 4) for i in range(12)]
+    tx.send_batch(sent)
+    batch = s1.receive_batch_nowait(16, copy=True)
+    assert batch == sent
+    with pytest.raises(bl.WouldBlock):  # s2 reads after s1, which has not released yet
+        s2.receive_batch_nowait(16)
+    new = [b"<" + m + b">" for m in batch]  # type: ignore[operator]
+    s1.rewrite_batch(new)
+    s1.release()
+    assert [bytes(m) for m in s2.receive_batch_nowait(16)] == new
+    with pytest.raises(bl.ConsumerError, match="2 item"):
+        s2.rewrite_batch(new[:2])
+    with pytest.raises(bl.MessageTooLarge):
+        s2.rewrite_batch([b"z" * 33] * 12)
+    s2.rewrite_batch([b""] * 12)  # empty records are records too
+    s2.release()
+    # The producer may now reuse the slots; what s2 wrote is what the ring holds.
+    reader = lane.receiver("late", start="earliest", after=["s2"])
+    assert [bytes(m) for m in reader.receive_batch_nowait(16)] == [b""] * 12
+
+
+def test_rewrite_batch_needs_a_batch(core_make_lane) -> None:
+    lane = core_make_lane("slots", capacity=8, slot_bytes=16, consumers=[("s1", [])])
+    tx, s1 = lane.sender(), lane.receiver("s1")
+    tx.send(b"a")
+    with pytest.raises(bl.ConsumerError, match="batch received"):
+        s1.rewrite_batch([b"b"])
+    assert bytes(s1.receive(timeout=0)) == b"a"
+    with pytest.raises(bl.ConsumerError, match="batch received"):
+        s1.rewrite_batch([b"b"])
