@@ -52,6 +52,9 @@ BUILTIN: Final[dict[str, AdapterEntry]] = {
         ),
         AdapterEntry("postgres", "byteor.adapters.postgres:PostgresAdapter", "postgres", "asyncpg"),
         AdapterEntry("http", "byteor.adapters.http:HttpAdapter", "http", "httpx"),
+        AdapterEntry(
+            "websocket", "byteor.adapters.websocket:WebSocketAdapter", "websocket", "websockets"
+        ),
     )
 }
 

@@ -1,0 +1,1180 @@
+"""``adapter = websocket``: a WebSocket ingest server and its client.
+
+``pip install 'byteor[websocket]'`` (the ``websockets`` library, its asyncio API).
+
+Theory of operation
+-------------------
+
+One protocol, ``byteor-ws-1``, spoken by both sides: the source is the server, the sink its
+client (or any client that speaks it, down to ``python -m websockets``). Every message is a
+JSON text frame; a record is the object of the HTTP batch format (:mod:`._jsonrecord`) with
+an ``id`` the client chooses, unique among its records not yet answered on the connection.
+
+Client to server: one record object, or a JSON array of them (admitted whole or not at all)::
+
+    {"id": "17", "payload": "hello", "key": "user-1", "idempotency_key": "..."}
+    [{"id": "18", "payload_b64": "AP8="}, {"id": "19", "payload": "x", "headers": [...]}]
+
+Server to client::
+
+    {"hello": {"protocol": "byteor-ws-1", "max_in_flight": 1000, "capacity": 10000,
+               "max_message_bytes": 1048576}}               # first, on every connection
+    {"ack": ["17", "18"]}      # every sink downstream confirmed these: forget them
+    {"nack": ["19"]}           # downstream refused it: send it again
+    {"slow": ["20", "21"], "retry_after_ms": 100, "reason": "..."}
+                               # not admitted (full or paused): send again after the wait
+    {"error": "...", "ids": ["22"]}   # refused as malformed: sending it again will not help
+
+**Source.** A ``websockets`` asyncio server on ``host:port`` (port 0 picks one:
+:attr:`WebSocketSource.port`) and ``path``. Admitted records wait in a buffer that stands for
+the ingress lane; :meth:`next_batch` hands them out, and settling one queues its id for the
+connection's next ``ack`` / ``nack`` frame (the ids settled in one turn of the event loop go
+in one frame). An ack frame is therefore sent only after downstream confirmed the record.
+Back-pressure is the ``slow`` frame: a message is not admitted while the source is paused,
+while ``capacity`` records are admitted and unsettled in all, or while the connection has
+``max_in_flight`` unanswered records; the connection keeps being read (so keepalive pings go
+on and one slow client never holds up the others) and nothing refused is kept. After a
+``slow`` a connection's messages are refused until its first refused record comes again, so
+records are admitted in the order the client sent them. Authentication is an optional bearer
+token checked in the opening handshake (``401`` before any frame). A message over
+``max_message_bytes`` closes the connection with code 1009; binary frames and malformed
+messages get an ``error`` frame and admit nothing. When a connection ends, its records not
+yet handed out are dropped (the client sends again what was not acked); those handed out
+stay downstream, and their settlement has nowhere to go — the client's resend is the only
+duplicate. Stop sends the acks already settled, then closes every connection (1001).
+
+**Sink.** One connection, opened (and re-opened) with :func:`retry` and :class:`Backoff`.
+:meth:`WebSocketSink.write_batch` gives each record an id (a counter) and an
+``idempotency_key`` (:func:`idempotency_key`, the HTTP adapter's: its ``idempotency-key``
+header, else a hash of its content), sends up to ``min(max_in_flight, the server's)``
+unanswered records in messages of ``message_records``, and returns when every record was
+acked. After a reconnect it sends every unacked record again, same id and key, in order (the
+receiver can drop repeats by key). A ``nack`` resends the record (``on_nack = resend``) or
+fails the write with a retriable error (``raise``); a ``slow`` waits ``retry_after_ms`` and
+resends; an ``error`` frame fails the write (not retriable). No acknowledgement at all for
+``ack_timeout_s`` fails it as retriable. A failed write closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import random
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers as WsHeaders
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+    InvalidURI,
+)
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.uri import parse_uri
+
+from byteor.adapters._backoff import Backoff, retry
+from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
+from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
+from byteor.adapters._errors import (
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterError,
+    AdapterNotFound,
+    AdapterUnreachable,
+)
+from byteor.adapters._jsonrecord import (
+    RECORD_FIELDS,
+    BadRecord,
+    idempotency_key,
+    read_record,
+    record_object,
+)
+from byteor.adapters._record import Ack, OutRecord, Record
+from byteor.spec import Delivery
+
+__all__ = [
+    "WebSocketAdapter",
+    "WebSocketSource",
+    "WebSocketSink",
+    "WebSocketSourceStatistics",
+    "WebSocketSinkStatistics",
+    "encode_message",
+    "idempotency_key",
+    "PROTOCOL",
+    "CONNECT_BACKOFF",
+]
+
+log = logging.getLogger("byteor.adapters.websocket")
+
+#: The protocol's name, in the server's hello frame.
+PROTOCOL: Final = "byteor-ws-1"
+#: Connecting: about 10 attempts over ~20 s before the error surfaces.
+CONNECT_BACKOFF: Final = Backoff(initial_s=0.1, max_s=5.0, max_attempts=10)
+#: The longest record id the source takes (characters).
+MAX_ID_CHARS: Final = 256
+#: The largest frame the sink reads (the server sends only small control messages).
+_CLIENT_MAX_SIZE: Final = 16 << 20
+_FIELDS: Final = RECORD_FIELDS | {"id"}
+_NAME: Final = "websocket"
+
+OnNack = Literal["resend", "raise"]
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_message(records: Sequence[OutRecord], ids: Sequence[str]) -> str:
+    """A client message carrying ``records`` with ``ids`` (and their idempotency keys): a JSON
+    array, for anyone who writes their own client in Python."""
+    out = []
+    for rec, rid in zip(records, ids, strict=True):
+        obj = record_object(rec, idempotency_key(rec))
+        obj["id"] = rid
+        out.append(obj)
+    return _dumps(out)
+
+
+# -- the source ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSourceStatistics:
+    """A WebSocket source's counters.
+
+    Attributes:
+        capacity: records admitted and not yet settled that it holds at most.
+        used: records admitted and not yet settled now (queued + handed out).
+        peak: the highest ``used`` seen.
+        queued: admitted, not yet handed out.
+        connections: open connections now.
+        admitted: records admitted since start.
+        acked: records acknowledged to their client (ack frames) since start.
+        nacked: records answered with a nack frame since start.
+        slowed: messages answered ``slow`` (full, paused, or the connection's limit).
+        refused: messages answered ``error``, and connections closed for a message too big.
+        dropped: records of closed connections dropped before they were handed out.
+    """
+
+    capacity: int
+    used: int
+    peak: int
+    queued: int
+    connections: int
+    admitted: int
+    acked: int
+    nacked: int
+    slowed: int
+    refused: int
+    dropped: int
+
+
+class _Conn:
+    """One client connection: its unanswered ids and the settled ones waiting for a frame."""
+
+    __slots__ = ("ws", "ids", "acks", "nacks", "wake", "open", "blocked", "peak")
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.ids: set[str] = set()  # admitted, not yet settled (or settled, not yet sent)
+        self.acks: list[str] = []
+        self.nacks: list[str] = []
+        self.wake = asyncio.Event()
+        self.open = True
+        self.blocked: str | None = None  # after a slow: the id its next message must start with
+        self.peak = 0
+
+
+_Entry = tuple[OutRecord, int, _Conn, str]  # record, sequence, connection, client id
+
+
+class _EntryAck(Ack):
+    """Settling tells the source which connection to answer (no I/O: a plain ``settled``)."""
+
+    __slots__ = ("_src", "_conn", "_rid", "_epoch")
+
+    def __init__(self, src: WebSocketSource, conn: _Conn, rid: str, epoch: int) -> None:
+        super().__init__()
+        self._src, self._conn, self._rid, self._epoch = src, conn, rid, epoch
+
+    def settled(self, ok: bool) -> None:
+        self._src._settle(self._conn, self._rid, self._epoch, ok)
+
+
+class _Refused(ValueError):
+    """A message that admits nothing: the error frame's text, and the ids it could read."""
+
+    def __init__(self, message: str, ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.ids = list(ids)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket for the server; errors name the address."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise AdapterError(
+            f"websocket: cannot listen on {host}:{port} ({exc}); check the host config",
+            adapter=_NAME,
+            address=f"{host}:{port}",
+        ) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise AdapterError(
+            f"websocket: cannot listen on {host}:{port} ({exc}); is another server using "
+            f"that port? (port = 0 picks a free one)",
+            adapter=_NAME,
+            address=f"{host}:{port}",
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _ids_of(doc: object) -> list[str]:
+    """The string ids a message carries, for attributing a refusal."""
+    objs = doc if isinstance(doc, list) else [doc]
+    return [o["id"] for o in objs if isinstance(o, dict) and isinstance(o.get("id"), str)]
+
+
+class WebSocketSource(Source):
+    """The ingest server (see the module docstring for the protocol)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        path: str = "/records",
+        token: str = "",
+        capacity: int = 10_000,
+        max_in_flight: int = 1_000,
+        max_message_bytes: int = 1 << 20,
+        retry_after_ms: int = 100,
+        ping_interval_s: float = 20.0,
+    ) -> None:
+        if capacity < 1 or max_in_flight < 1:
+            raise AdapterConfigError(
+                "websocket: capacity and max_in_flight must be at least 1", adapter=_NAME
+            )
+        if max_message_bytes < 1024:
+            raise AdapterConfigError(
+                "websocket: max_message_bytes must be at least 1024", adapter=_NAME
+            )
+        self._host, self._want_port = host, port
+        self._path = "/" + path.strip("/")
+        self._expected = token.encode() if token else b""
+        self._capacity, self._max_in_flight = capacity, min(max_in_flight, capacity)
+        self._max_bytes, self._retry_after = max_message_bytes, max(0, retry_after_ms)
+        self._ping = ping_interval_s if ping_interval_s > 0 else None
+        self._hello = _dumps(
+            {
+                "hello": {
+                    "protocol": PROTOCOL,
+                    "max_in_flight": self._max_in_flight,
+                    "capacity": capacity,
+                    "max_message_bytes": max_message_bytes,
+                }
+            }
+        )
+        self._server: Server | None = None
+        self._port = 0
+        self._queue: deque[_Entry] = deque()
+        self._conns: set[_Conn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._used = self._peak = self._seq = 0
+        self._admitted = self._acked = self._nacked = 0
+        self._slowed = self._refused = self._dropped = 0
+        self._paused = False
+        self._closing = False
+        self._epoch = 0
+
+    # -- where it listens
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`; useful with ``port = 0``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Where clients connect: ``ws://host:port/path``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"ws://{host}:{self._port}{self._path}"
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        self._epoch += 1
+        self._closing = False
+        sock = _listen(self._host, self._want_port)
+        self._port = int(sock.getsockname()[1])
+        try:
+            self._server = await serve(
+                self._handle,
+                sock=sock,
+                process_request=self._gate,
+                compression=None,  # CPU is the cost on a LAN; records are small
+                max_size=self._max_bytes,
+                ping_interval=self._ping,
+                ping_timeout=self._ping,
+                close_timeout=5,
+                server_header=None,
+            )
+        except OSError as exc:
+            sock.close()
+            raise AdapterError(
+                f"websocket: the server on {self._host}:{self._port} did not start ({exc})",
+                adapter=_NAME,
+                address=f"{self._host}:{self._port}",
+            ) from exc
+
+    async def stop(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        self._closing = True
+        for conn in list(self._conns):
+            with contextlib.suppress(ConnectionClosed):
+                await self._answer(conn)  # what downstream settled is told before closing
+        self._epoch += 1  # settlements of records handed out so far no longer count
+        server.close()  # every connection: 1001 going away; clients resend what was unacked
+        try:
+            await server.wait_closed()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._server = None
+            self._queue.clear()
+            self._conns.clear()
+            self._used = 0
+            self._changed.set()
+
+    def health(self) -> Health:
+        up = self._server is not None and not self._closing
+        return Health(
+            connected=up,
+            lag=len(self._queue),
+            detail=f"listening on {self.url}, {len(self._conns)} connections" if up else "stopped",
+        )
+
+    def statistics(self) -> WebSocketSourceStatistics:
+        return WebSocketSourceStatistics(
+            capacity=self._capacity,
+            used=self._used,
+            peak=self._peak,
+            queued=len(self._queue),
+            connections=len(self._conns),
+            admitted=self._admitted,
+            acked=self._acked,
+            nacked=self._nacked,
+            slowed=self._slowed,
+            refused=self._refused,
+            dropped=self._dropped,
+        )
+
+    # -- handing out
+
+    def _take(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        queue, epoch = self._queue, self._epoch
+        while len(out) < max_records and queue:
+            rec, seq, conn, rid = queue.popleft()
+            out.append(
+                Record(rec.payload, rec.key, rec.headers, seq, _EntryAck(self, conn, rid, epoch))
+            )
+        return out
+
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+        if self._server is None or self._closing:
+            raise AdapterError("websocket: source is not started", adapter=_NAME)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if not self._paused:
+                self._changed.clear()
+                got = self._take(max_records)
+                if got:
+                    return got
+            left = deadline - loop.time()
+            if left <= 0 or self._closing:
+                return []
+            try:
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
+            except TimeoutError:
+                return []
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._changed.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _settle(self, conn: _Conn, rid: str, epoch: int, ok: bool) -> None:
+        if epoch != self._epoch:
+            return  # the source stopped meanwhile: the client sends it again
+        self._used -= 1
+        if conn.open:
+            (conn.acks if ok else conn.nacks).append(rid)
+            conn.wake.set()
+
+    # -- the connections
+
+    def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The opening handshake: 503 while stopping, 401 without the token, 404 elsewhere."""
+        if self._closing:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "the source is stopping\n")
+        if self._expected:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            ok = hmac.compare_digest(given.strip().encode("latin-1"), self._expected)
+            if not (ok and scheme.lower() == "bearer"):
+                self._refused += 1
+                resp = connection.respond(
+                    HTTPStatus.UNAUTHORIZED,
+                    "missing or wrong bearer token (send 'Authorization: Bearer <token>')\n",
+                )
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="byteor"'
+                return resp
+        if urlsplit(request.path).path != self._path:
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, f"no WebSocket endpoint here; records go to {self._path}\n"
+            )
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = _Conn(ws)
+        self._conns.add(conn)
+        writer = asyncio.create_task(self._write_answers(conn), name="byteor-ws-answers")
+        self._tasks.add(writer)
+        writer.add_done_callback(self._tasks.discard)
+        try:
+            await ws.send(self._hello)
+            async for message in ws:
+                reply = self._receive(conn, message)
+                if reply is not None:
+                    await ws.send(reply)
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._refused += 1
+                log.warning("websocket: closed a connection for a message over %d bytes",
+                            self._max_bytes)  # fmt: skip
+        finally:
+            conn.open = False
+            self._conns.discard(conn)
+            writer.cancel()
+            self._drop(conn)
+            await asyncio.wait([writer])  # its cancellation, not ours, is swallowed
+
+    def _drop(self, conn: _Conn) -> None:
+        """A closed connection's records not yet handed out: its client sends them again."""
+        if not self._queue or self._closing:
+            return
+        kept = deque(e for e in self._queue if e[2] is not conn)
+        dropped = len(self._queue) - len(kept)
+        if dropped:
+            self._queue = kept
+            self._used -= dropped
+            self._dropped += dropped
+
+    async def _write_answers(self, conn: _Conn) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await conn.wake.wait()
+                conn.wake.clear()
+                await self._answer(conn)
+
+    async def _answer(self, conn: _Conn) -> None:
+        """Send the ack and nack frames of what was settled since the last ones."""
+        if conn.nacks:
+            nacks, conn.nacks = conn.nacks, []
+            conn.ids.difference_update(nacks)
+            self._nacked += len(nacks)
+            await conn.ws.send(_dumps({"nack": nacks}))
+        if conn.acks:
+            acks, conn.acks = conn.acks, []
+            conn.ids.difference_update(acks)
+            self._acked += len(acks)
+            await conn.ws.send(_dumps({"ack": acks}))
+
+    def _receive(self, conn: _Conn, message: str | bytes) -> str | None:
+        """Admit a message, or the frame that says why not."""
+        try:
+            ids, records = self._parse(conn, message)
+        except _Refused as exc:
+            self._refused += 1
+            return _dumps({"error": str(exc), "ids": exc.ids})
+        n = len(records)
+        if not n:
+            return None
+        if conn.blocked is not None:
+            if ids[0] != conn.blocked:
+                return self._slow(
+                    conn, ids, f"send the refused records again from id {conn.blocked!r} first"
+                )
+            conn.blocked = None
+        if self._closing:
+            return self._slow(conn, ids, "the source is stopping")
+        if self._paused:
+            return self._slow(conn, ids, "the source is paused (downstream is full)")
+        if self._used + n > self._capacity:
+            return self._slow(
+                conn,
+                ids,
+                f"the source is full ({self._used} of {self._capacity} records admitted and "
+                f"not yet acknowledged)",
+            )
+        if len(conn.ids) + n > self._max_in_flight:
+            return self._slow(
+                conn,
+                ids,
+                f"this connection has {len(conn.ids)} records unanswered; at most "
+                f"{self._max_in_flight} (max_in_flight)",
+            )
+        queue, seq = self._queue, self._seq
+        for rec, rid in zip(records, ids, strict=True):
+            queue.append((rec, seq, conn, rid))
+            seq += 1
+        self._seq = seq
+        conn.ids.update(ids)
+        conn.peak = max(conn.peak, len(conn.ids))
+        self._used += n
+        self._peak = max(self._peak, self._used)
+        self._admitted += n
+        self._changed.set()
+        return None
+
+    def _slow(self, conn: _Conn, ids: list[str], reason: str) -> str:
+        self._slowed += 1
+        if conn.blocked is None:
+            conn.blocked = ids[0]
+        return _dumps(
+            {"slow": ids, "retry_after_ms": self._retry_after, "reason": reason + "; send again"}
+        )
+
+    def _parse(self, conn: _Conn, message: str | bytes) -> tuple[list[str], list[OutRecord]]:
+        """The message's ids and records; raises :class:`_Refused`."""
+        if isinstance(message, bytes):
+            raise _Refused(
+                "binary messages are not accepted: send records as JSON text messages "
+                f"(protocol {PROTOCOL}: an object with id and payload, or an array of them)"
+            )
+        try:
+            doc = json.loads(message)
+        except json.JSONDecodeError as exc:
+            raise _Refused(
+                f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        except (ValueError, RecursionError) as exc:  # a huge integer, nesting too deep
+            raise _Refused(f"not valid JSON ({type(exc).__name__}: {exc})") from None
+        ids = _ids_of(doc)
+        objs: list[Any]
+        if isinstance(doc, dict):
+            objs, single = [doc], True
+        elif isinstance(doc, list):
+            objs, single = doc, False
+        else:
+            raise _Refused(
+                f"a message is a record object or an array of them, got {type(doc).__name__}"
+            )
+        if len(objs) > self._max_in_flight:
+            raise _Refused(
+                f"a message of {len(objs)} records can never be admitted: at most "
+                f"{self._max_in_flight} records are in flight per connection; split it",
+                ids,
+            )
+        records: list[OutRecord] = []
+        seen: set[str] = set()
+        for i, obj in enumerate(objs):
+            where = "the record" if single else f"records[{i}]"
+            if isinstance(obj, dict):
+                rid = obj.get("id")
+                if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
+                    raise _Refused(
+                        f"{where}: id must be a non-empty string of at most {MAX_ID_CHARS} "
+                        f"characters, got {rid!r:.40}",
+                        ids,
+                    )
+                if rid in seen or rid in conn.ids:
+                    raise _Refused(
+                        f"{where}: id {rid!r} is already unanswered on this connection; ids "
+                        f"must be unique until acked or nacked",
+                        ids,
+                    )
+                seen.add(rid)
+            try:
+                records.append(read_record(obj, where, _FIELDS))
+            except BadRecord as exc:
+                raise _Refused(str(exc), ids) from None
+        return ids, records
+
+
+# -- the sink ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSinkStatistics:
+    """A WebSocket sink's counters.
+
+    Attributes:
+        sent: records sent, resends included.
+        confirmed: records acked by the server.
+        resent: records sent again (after a reconnect, a nack or a slow frame).
+        nacked: records the server nacked.
+        slowed: records the server answered ``slow``.
+        reconnects: connections opened after the first.
+        in_flight: records sent and not yet answered now.
+    """
+
+    sent: int
+    confirmed: int
+    resent: int
+    nacked: int
+    slowed: int
+    reconnects: int
+    in_flight: int
+
+
+_PENDING, _SENT, _DONE = 0, 1, 2
+
+
+class _Window:
+    """One write's records: their encoded objects and where each stands.
+
+    ``cursor`` is the lowest index that may still need sending; a reconnect, a nack or a
+    slow frame moves it back, so resends go out in the order of the batch.
+    """
+
+    __slots__ = ("ids", "texts", "index", "state", "sent_before", "cursor", "in_flight",
+                 "done", "not_before", "largest")  # fmt: skip
+
+    def __init__(self, records: Sequence[OutRecord], first_id: int) -> None:
+        self.ids = [str(first_id + i) for i in range(len(records))]
+        self.texts: list[bytes] = []
+        for rec, rid in zip(records, self.ids, strict=True):
+            obj = record_object(rec, idempotency_key(rec))
+            obj["id"] = rid
+            self.texts.append(_dumps(obj).encode())
+        self.index = {rid: i for i, rid in enumerate(self.ids)}
+        self.state = bytearray(len(records))
+        self.sent_before = bytearray(len(records))
+        self.cursor = self.in_flight = self.done = 0
+        self.not_before = 0.0
+        self.largest = max(map(len, self.texts), default=0)
+
+    def again(self, i: int) -> None:
+        """Record ``i`` goes out again (it was sent and not acked)."""
+        if self.state[i] == _SENT:
+            self.state[i] = _PENDING
+            self.in_flight -= 1
+            self.cursor = min(self.cursor, i)
+
+    def all_again(self) -> None:
+        """A new connection: everything sent and not acked goes out again, in order."""
+        state = self.state
+        for i, s in enumerate(state):
+            if s == _SENT:
+                state[i] = _PENDING
+        self.in_flight = 0
+        self.cursor = next((i for i, s in enumerate(state) if s != _DONE), len(state))
+        self.not_before = 0.0
+
+
+class WebSocketSink(Sink):
+    """Writes batches to a byteor WebSocket source; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str = "",
+        max_in_flight: int = 1_000,
+        message_records: int = 500,
+        on_nack: OnNack = "resend",
+        ack_timeout_s: float = 60.0,
+        open_timeout_s: float = 10.0,
+        ping_interval_s: float = 20.0,
+        backoff: Backoff = CONNECT_BACKOFF,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        try:
+            uri = parse_uri(url)
+        except InvalidURI:
+            raise AdapterConfigError(
+                f"websocket: url must be a ws:// or wss:// URL, got {url!r}", adapter=_NAME
+            ) from None
+        self._url = url
+        scheme = "wss" if uri.secure else "ws"
+        host = f"[{uri.host}]" if ":" in uri.host else uri.host
+        self._origin = f"{scheme}://{host}:{uri.port}"
+        self._path = urlsplit(uri.resource_name).path
+        self._token = token
+        self._max_in_flight = max(1, max_in_flight)
+        self._message_records = max(1, message_records)
+        self._on_nack: OnNack = on_nack
+        self._ack_timeout = ack_timeout_s
+        self._open_timeout = open_timeout_s
+        self._ping = ping_interval_s if ping_interval_s > 0 else None
+        self._backoff, self._sleep, self._rand = backoff, sleep, rand
+        self._started = False
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._limit_in_flight = self._max_in_flight
+        self._limit_bytes = 1 << 20
+        self._window: _Window | None = None
+        self._changed = asyncio.Event()
+        self._writing = asyncio.Lock()
+        self._failure: AdapterError | None = None  # what the reader found fatal for the write
+        self._last_error: AdapterError | None = None
+        self._next_id = 0
+        self._connections = 0
+        self._sent = self._confirmed = self._resent = self._nacked = self._slowed = 0
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Connect (retrying with backoff); the errors are typed (see :meth:`_open`)."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self._connected()
+        except AdapterError:
+            self._started = False
+            raise
+
+    async def stop(self) -> None:
+        self._started = False
+        await self._disconnect()
+
+    def health(self) -> Health:
+        ws, err = self._ws, self._last_error
+        detail = f"reconnects: {max(0, self._connections - 1)}"
+        if err is not None:
+            detail += f"; {err}"
+        return Health(connected=ws is not None and self._started, detail=detail)
+
+    def statistics(self) -> WebSocketSinkStatistics:
+        w = self._window
+        return WebSocketSinkStatistics(
+            sent=self._sent,
+            confirmed=self._confirmed,
+            resent=self._resent,
+            nacked=self._nacked,
+            slowed=self._slowed,
+            reconnects=max(0, self._connections - 1),
+            in_flight=w.in_flight if w is not None else 0,
+        )
+
+    # -- connecting
+
+    async def _connected(self) -> ClientConnection:
+        """The open connection, reconnecting with backoff if there is none."""
+        if self._ws is not None:
+            return self._ws
+
+        def note(n: int, exc: AdapterError, wait: float) -> None:
+            log.warning("websocket: connecting to %s failed (%s); retrying in %.2f s",
+                        self._url, exc, wait)  # fmt: skip
+
+        try:
+            ws = await retry(
+                self._open, self._backoff, sleep=self._sleep, rand=self._rand, on_retry=note
+            )
+        except AdapterError as exc:
+            self._last_error = exc
+            raise
+        self._last_error = None
+        self._ws = ws
+        self._connections += 1
+        if self._connections > 1:
+            log.info("websocket: reconnected to %s (%d)", self._url, self._connections - 1)
+        self._reader = asyncio.create_task(self._read(ws), name="byteor-ws-sink-reader")
+        return ws
+
+    def _status_error(self, exc: InvalidStatus) -> AdapterError:
+        status = exc.response.status_code
+        body = (exc.response.body or b"").decode("utf-8", "replace").strip()[:200]
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "(unknown status)"
+        detail = f"{status} {phrase}" + (f": {body}" if body else "")
+        if status in (401, 403):
+            return AdapterAuthError(_NAME, self._url, detail)
+        if status == 404:
+            return AdapterNotFound(_NAME, self._origin, f"path {self._path!r}", detail)
+        retriable = status in (408, 429, 502, 503, 504)
+        return AdapterError(
+            f"websocket: {self._url} refused the WebSocket handshake ({detail})"
+            + ("; retrying" if retriable else ""),
+            adapter=_NAME,
+            address=self._url,
+            retriable=retriable,
+        )
+
+    async def _open(self) -> ClientConnection:
+        """One connection attempt, up to the server's hello; every failure typed."""
+        headers = WsHeaders()
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            ws = await connect(
+                self._url,
+                additional_headers=headers,
+                compression=None,
+                proxy=None,
+                open_timeout=self._open_timeout,
+                ping_interval=self._ping,
+                ping_timeout=self._ping,
+                close_timeout=2,
+                max_size=_CLIENT_MAX_SIZE,
+            )
+        except InvalidStatus as exc:
+            raise self._status_error(exc) from exc
+        except (OSError, TimeoutError) as exc:
+            raise AdapterUnreachable(_NAME, self._url, f"{type(exc).__name__}: {exc}") from exc
+        except InvalidMessage as exc:  # the connection dropped during the handshake
+            raise AdapterError(
+                f"websocket: {self._url} closed the connection during the handshake ({exc}); "
+                f"retrying",
+                adapter=_NAME,
+                address=self._url,
+                retriable=True,
+            ) from exc
+        except InvalidHandshake as exc:
+            raise AdapterError(
+                f"websocket: {self._url} is not a WebSocket endpoint ({type(exc).__name__}: "
+                f"{exc}); check the url",
+                adapter=_NAME,
+                address=self._url,
+                retriable=False,
+            ) from exc
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                first = await ws.recv()
+            hello = json.loads(first)["hello"]
+            if hello["protocol"] != PROTOCOL:
+                raise ValueError(f"protocol {hello['protocol']!r}")
+            self._limit_in_flight = max(
+                1, min(self._max_in_flight, int(hello["max_in_flight"]), int(hello["capacity"]))
+            )
+            self._limit_bytes = int(hello["max_message_bytes"])
+        except ConnectionClosed as exc:
+            raise AdapterError(
+                f"websocket: {self._url} closed the connection before its hello ({exc}); retrying",
+                adapter=_NAME,
+                address=self._url,
+                retriable=True,
+            ) from exc
+        except (TimeoutError, ValueError, TypeError, KeyError) as exc:
+            await ws.close()
+            raise AdapterError(
+                f"websocket: {self._url} is not a byteor WebSocket source (its first message "
+                f"is not a {PROTOCOL} hello: {type(exc).__name__}); check the url",
+                adapter=_NAME,
+                address=self._url,
+                retriable=False,
+            ) from exc
+        return ws
+
+    async def _disconnect(self) -> None:
+        ws, reader = self._ws, self._reader
+        self._ws = self._reader = None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if ws is not None:
+            await ws.close()
+
+    # -- the server's answers
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for message in ws:
+                self._answered(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            code = ws.close_code
+            if code in (CloseCode.MESSAGE_TOO_BIG, CloseCode.POLICY_VIOLATION):
+                self._failure = AdapterError(
+                    f"websocket: {self._url} closed the connection ({code} "
+                    f"{ws.close_reason or ''}); a message broke its limits",
+                    adapter=_NAME,
+                    address=self._url,
+                    retriable=False,
+                )
+            if self._ws is ws:
+                self._ws = None  # the writer reconnects and sends the unacked again
+                self._reader = None
+            self._changed.set()
+
+    def _answered(self, message: str | bytes) -> None:
+        """Apply one server frame to the current window."""
+        try:
+            doc = json.loads(message)
+            kind = next(iter(doc)) if isinstance(doc, dict) and doc else ""
+        except ValueError:
+            kind = ""
+        w = self._window
+        if kind == "ack":
+            if w is not None:
+                index, state = w.index, w.state
+                for rid in doc["ack"]:
+                    i = index.get(rid)
+                    if i is not None and state[i] != _DONE:
+                        if state[i] == _SENT:
+                            w.in_flight -= 1
+                        state[i] = _DONE
+                        w.done += 1
+                        self._confirmed += 1
+        elif kind == "nack":
+            ids = [rid for rid in doc["nack"] if w is not None and rid in w.index]
+            self._nacked += len(ids)
+            if w is not None and ids:
+                if self._on_nack == "raise":
+                    self._failure = AdapterError(
+                        f"websocket: {self._url} nacked {len(ids)} records (downstream refused "
+                        f"them); the write is retriable",
+                        adapter=_NAME,
+                        address=self._url,
+                        retriable=True,
+                    )
+                for rid in ids:
+                    w.again(w.index[rid])
+        elif kind == "slow":
+            ids = [rid for rid in doc["slow"] if w is not None and rid in w.index]
+            self._slowed += len(ids)
+            if w is not None and ids:
+                for rid in ids:
+                    w.again(w.index[rid])
+                wait = max(0, int(doc.get("retry_after_ms", 100))) / 1000
+                w.not_before = asyncio.get_running_loop().time() + wait
+        elif kind == "error":
+            ids = doc.get("ids") or []
+            if w is not None and (not ids or any(rid in w.index for rid in ids)):
+                self._failure = AdapterError(
+                    f"websocket: {self._url} refused records: {doc['error']}",
+                    adapter=_NAME,
+                    address=self._url,
+                    retriable=False,
+                )
+        elif kind != "hello":
+            log.warning("websocket: %s sent a message this sink does not know: %.200r",
+                        self._url, message)  # fmt: skip
+        self._changed.set()
+
+    # -- writing
+
+    def _next_message(self, w: _Window) -> bytes | None:
+        """The next message of pending records that fits the window, or ``None``."""
+        room = min(self._limit_in_flight - w.in_flight, self._message_records)
+        if room <= 0:
+            return None
+        state, texts = w.state, w.texts
+        parts: list[bytes] = []
+        size, n, i = 2, len(state), w.cursor
+        while i < n and len(parts) < room:
+            s = state[i]
+            if s == _DONE:
+                i += 1
+                continue
+            if s == _SENT:
+                # A record still unanswered before pending ones: they were nacked or slowed
+                # ahead of it. Wait for its answer rather than jump ahead of it (after a slow
+                # it comes back too, and goes out again in its place).
+                break
+            t = texts[i]
+            if parts and size + len(t) + 1 > self._limit_bytes:
+                break
+            parts.append(t)
+            size += len(t) + 1
+            state[i] = _SENT
+            if w.sent_before[i]:
+                self._resent += 1
+            w.sent_before[i] = 1
+            i += 1
+        w.cursor = i
+        if not parts:
+            return None
+        w.in_flight += len(parts)
+        self._sent += len(parts)
+        return b"[" + b",".join(parts) + b"]"
+
+    async def write_batch(self, records: Sequence[OutRecord]) -> None:
+        if not self._started:
+            raise AdapterError("websocket: sink is not started", adapter=_NAME)
+        if not records:
+            return
+        async with self._writing:  # one write at a time: the window is the write's
+            await self._write(records)
+
+    async def _write(self, records: Sequence[OutRecord]) -> None:
+        w = _Window(records, self._next_id)
+        self._next_id += len(records)
+        self._window, self._failure = w, None
+        loop = asyncio.get_running_loop()
+        ok = False
+        try:
+            ws: ClientConnection | None = None
+            last_progress, last_done = loop.time(), 0
+            while w.done < len(w.ids):
+                if self._failure is not None:
+                    raise self._failure
+                if self._ws is None or self._ws is not ws:
+                    ws = await self._connected()
+                    w.all_again()
+                    if w.largest + 2 > self._limit_bytes:
+                        raise AdapterError(
+                            f"websocket: a record of {w.largest} bytes (encoded) is larger than "
+                            f"{self._url} takes in a message ({self._limit_bytes} bytes, its "
+                            f"max_message_bytes)",
+                            adapter=_NAME,
+                            address=self._url,
+                            retriable=False,
+                        )
+                self._changed.clear()
+                now = loop.time()
+                if now >= w.not_before:
+                    while (message := self._next_message(w)) is not None:
+                        try:
+                            await ws.send(message, text=True)
+                        except ConnectionClosed:
+                            break  # the reader notices; the next turn reconnects
+                if w.done != last_done:
+                    last_progress, last_done = now, w.done
+                elif now - last_progress > self._ack_timeout:
+                    raise AdapterError(
+                        f"websocket: no acknowledgement from {self._url} for "
+                        f"{self._ack_timeout:g} s ({len(w.ids) - w.done} records unconfirmed); "
+                        f"the write is retriable",
+                        adapter=_NAME,
+                        address=self._url,
+                        retriable=True,
+                    )
+                if w.done == len(w.ids) or self._failure is not None:
+                    continue
+                wait = last_progress + self._ack_timeout - now + 0.001
+                if w.not_before > now:
+                    wait = min(wait, w.not_before - now)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
+            ok = True
+        except AdapterError as exc:
+            self._last_error = exc
+            raise
+        finally:
+            self._window = None
+            if not ok:
+                await self._disconnect()  # the server forgets what this write left in flight
+        self._last_error = None
+
+
+class WebSocketAdapter(Adapter):
+    name = "websocket"
+    summary = "WebSocket ingest server with per-record ack frames, and its client"
+    extra = "websocket"
+    client_module = "websockets"
+    config = ConfigSchema(
+        "websocket",
+        (
+            ConfigField("host", str, "127.0.0.1", "source: address to listen on"),
+            ConfigField("port", int, 8765, "source: port to listen on (0: any free one)"),
+            ConfigField("path", str, "/records", "source: the WebSocket endpoint"),
+            ConfigField("capacity", int, 10_000,
+                        "source: records admitted and not yet acked, all connections"),
+            ConfigField("max_in_flight", int, 1_000,
+                        "records unanswered per connection (source: the most it takes; "
+                        "sink: the most it sends)"),
+            ConfigField("max_message_bytes", int, 1 << 20,
+                        "source: a larger message closes the connection (1009)"),
+            ConfigField("retry_after_ms", int, 100, "source: the wait a slow frame asks for"),
+            ConfigField("ping_interval_s", float, 20.0, "keepalive ping interval (0: none)"),
+            ConfigField("token", str, "",
+                        "bearer token: the source requires it, the sink sends it (empty: none)"),
+            ConfigField("url", str, "", "sink: the ws:// or wss:// URL of the source"),
+            ConfigField("message_records", int, 500, "sink: most records per message"),
+            ConfigField("on_nack", str, "resend",
+                        "sink: a nacked record is sent again, or fails the write (retriable)",
+                        ("resend", "raise")),
+            ConfigField("ack_timeout_s", float, 60.0,
+                        "sink: fail the write when no ack arrives for this long"),
+            ConfigField("max_attempts", int, 10, "sink: connection attempts before failing"),
+        ),
+    )  # fmt: skip
+    capabilities = Capabilities(
+        source=Delivery(
+            "at-least-once",
+            "per-connection",
+            "ack frame after every sink confirmed; the client resends what was not acked",
+        ),
+        sink=Delivery(
+            "at-least-once",
+            "per-connection",
+            "returns after every record's ack frame; unacked records resent after a reconnect",
+        ),
+        max_batch=10_000,
+        backpressure="pause",
+    )
+
+    def make_source(self, config: Mapping[str, ConfigValue]) -> Source:
+        return WebSocketSource(
+            str(config["host"]),
+            int(config["port"]),
+            path=str(config["path"]),
+            token=str(config["token"]),
+            capacity=int(config["capacity"]),
+            max_in_flight=int(config["max_in_flight"]),
+            max_message_bytes=int(config["max_message_bytes"]),
+            retry_after_ms=int(config["retry_after_ms"]),
+            ping_interval_s=float(config["ping_interval_s"]),
+        )
+
+    def make_sink(self, config: Mapping[str, ConfigValue]) -> Sink:
+        url = str(config["url"])
+        if not url:
+            raise AdapterConfigError("websocket: a sink needs config 'url'", adapter=_NAME)
+        base = CONNECT_BACKOFF
+        return WebSocketSink(
+            url,
+            token=str(config["token"]),
+            max_in_flight=int(config["max_in_flight"]),
+            message_records=int(config["message_records"]),
+            on_nack="raise" if str(config["on_nack"]) == "raise" else "resend",
+            ack_timeout_s=float(config["ack_timeout_s"]),
+            ping_interval_s=float(config["ping_interval_s"]),
+            backoff=Backoff(base.initial_s, base.max_s, base.factor, base.jitter,
+                            max(1, int(config["max_attempts"]))),
+        )  # fmt: skip
