@@ -55,6 +55,7 @@ BUILTIN: Final[dict[str, AdapterEntry]] = {
         AdapterEntry(
             "websocket", "byteor.adapters.websocket:WebSocketAdapter", "websocket", "websockets"
         ),
+        AdapterEntry("grpc", "byteor.adapters.grpc:GrpcAdapter", "grpc", "grpc"),
     )
 }
 
