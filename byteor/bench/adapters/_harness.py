@@ -317,8 +317,13 @@ async def time_sink(side: SinkSide[Any], plan: Plan, items: Sequence[bytes]) -> 
 
 
 async def bounded(aw: Awaitable[T], timeout_s: float) -> T:
-    """``aw`` within ``timeout_s``, else a BenchFailure naming the hang."""
+    """``aw`` within ``timeout_s``, else a BenchFailure naming the hang (a timeout raised
+    inside ``aw``, by a client library, passes through as it is)."""
+    deadline = asyncio.timeout(timeout_s)
     try:
-        return await asyncio.wait_for(aw, timeout_s)
+        async with deadline:
+            return await aw
     except TimeoutError:
-        raise BenchFailure(f"did not finish within {timeout_s:.0f} s (a hang)") from None
+        if deadline.expired():
+            raise BenchFailure(f"did not finish within {timeout_s:.0f} s (a hang)") from None
+        raise
