@@ -74,6 +74,8 @@ def generate_grpc_stubs() -> None:
                         )
                     text = text.replace(old, f"from {GEN_PACKAGE} import {stem}_pb2 ")
                 (GEN_DIR / made.name).write_text(text)
+            # The proto itself ships beside its stubs, for clients generating their own.
+            shutil.copyfile(PROTO_ROOT / proto, GEN_DIR / Path(proto).name)
 
 
 class BuildPyWithStubs(build_py):
@@ -84,6 +86,7 @@ class BuildPyWithStubs(build_py):
         if self.packages is not None and GEN_PACKAGE not in self.packages:
             # Package discovery ran before the stubs existed (a clean checkout).
             self.packages.append(GEN_PACKAGE)
+        self.package_data.setdefault(GEN_PACKAGE, []).extend(["*.pyi", "*.proto"])
         super().run()
 
 

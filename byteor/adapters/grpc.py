@@ -118,6 +118,7 @@ __all__ = [
     "GrpcSource",
     "GrpcSink",
     "GrpcServeSink",
+    "GrpcUnconfirmed",
     "GrpcNacked",
     "GrpcPosition",
     "SERVICE",
@@ -156,11 +157,19 @@ class GrpcPosition(NamedTuple):
     id: int
 
 
-class GrpcNacked(AdapterError):
-    """The server nacked records of a batch; ``unconfirmed`` are their indices in the batch
-    (with any other record not acknowledged), ``reasons`` what the server said."""
+class GrpcUnconfirmed(AdapterError):
+    """Part of a batch was not acknowledged (the stream is fine): ``unconfirmed`` are the
+    indices in the batch to send again."""
 
     retriable = True
+
+    def __init__(self, message: str, address: str, unconfirmed: tuple[int, ...]) -> None:
+        super().__init__(message, adapter="grpc", address=address)
+        self.unconfirmed = unconfirmed
+
+
+class GrpcNacked(GrpcUnconfirmed):
+    """The server nacked records of a batch; ``reasons`` is what it said."""
 
     def __init__(
         self, address: str, unconfirmed: tuple[int, ...], total: int, reasons: tuple[str, ...]
@@ -169,10 +178,9 @@ class GrpcNacked(AdapterError):
         super().__init__(
             f"grpc: {address} refused {len(unconfirmed)} of {total} records ({shown}); send "
             f"those again",
-            adapter="grpc",
-            address=address,
+            address,
+            unconfirmed,
         )
-        self.unconfirmed = unconfirmed
         self.reasons = reasons
 
 
@@ -892,17 +900,12 @@ class GrpcSink(Sink):
                 broken.cancel()
             if waiter.left == 0:
                 return
-            if call.error is not None:
-                self._forget(call, waiter)
-                raise call.error
             self._forget(call, waiter)
-            raise AdapterError(
-                f"grpc: {len(waiter.waiting())} of {len(records)} records not acknowledged by "
-                f"{self._target} within {self._ack_timeout_s} s (ack_timeout_s)",
-                adapter="grpc",
-                address=self._target,
-                retriable=False,
-            )
+            if call.error is not None:
+                raise call.error  # a broken stream: retried on a new one
+            timed_out.append(True)  # not retried here: the stream is fine, downstream is slow
+
+        timed_out: list[bool] = []
 
         def note(n: int, exc: AdapterError, wait: float) -> None:
             log.warning("grpc: attempt %d failed (%s); retrying in %.2f s", n + 1, exc, wait)
@@ -913,6 +916,14 @@ class GrpcSink(Sink):
             self._last_error = exc
             raise
         self._last_error = None
+        if timed_out:
+            self._last_error = GrpcUnconfirmed(
+                f"grpc: {waiter.left} of {len(records)} records not acknowledged by "
+                f"{self._target} within {self._ack_timeout_s} s (ack_timeout_s); send them again",
+                self._target,
+                tuple(i for i, st in enumerate(waiter.states) if st != 1),
+            )
+            raise self._last_error
         if any(s == 2 for s in waiter.states):
             unconfirmed = tuple(i for i, s in enumerate(waiter.states) if s != 1)
             err = GrpcNacked(self._target, unconfirmed, len(records), tuple(waiter.reasons))

@@ -38,6 +38,7 @@ from byteor.adapters.grpc import (
     GrpcServeSink,
     GrpcSink,
     GrpcSource,
+    GrpcUnconfirmed,
 )
 from byteor.testing import ConformanceTests, Harness
 
@@ -130,7 +131,7 @@ class GrpcHarness(Harness):
                 try:
                     await sink.write_batch(todo)
                     return
-                except GrpcNacked as exc:
+                except GrpcUnconfirmed as exc:
                     todo = [todo[i] for i in exc.unconfirmed]
         finally:
             await sink.stop()
@@ -254,6 +255,26 @@ async def test_a_nack_raises_a_retriable_error_naming_the_record(source: GrpcSou
         assert "refused 1 of 4 records (nacked downstream)" in str(info.value)
         assert await source.next_batch(10, timeout_s=0.1) == []  # not resent on its own
         await sink.write_batch([])  # the stream is still good
+    finally:
+        await sink.stop()
+
+
+async def test_ack_timeout_names_what_to_send_again(source: GrpcSource) -> None:
+    sink = GrpcSink(source.address, ack_timeout_s=0.2)
+    await sink.start()
+    try:
+        write = asyncio.create_task(sink.write_batch(records(3)))
+        got = await take(source, 3)
+        await got[1].ack.ack()
+        with pytest.raises(GrpcUnconfirmed, match=r"2 of 3 records not acknowledged") as info:
+            await asyncio.wait_for(write, 5)
+        assert info.value.retriable and info.value.unconfirmed == (0, 2)
+        await got[0].ack.ack()  # late: dropped by the sink, the stream carries on
+        write = asyncio.create_task(sink.write_batch(records(1)))
+        for r in await take(source, 1):
+            await r.ack.ack()
+        await asyncio.wait_for(write, 5)
+        assert sink.reconnects == 0
     finally:
         await sink.stop()
 
