@@ -56,6 +56,7 @@ BUILTIN: Final[dict[str, AdapterEntry]] = {
             "websocket", "byteor.adapters.websocket:WebSocketAdapter", "websocket", "websockets"
         ),
         AdapterEntry("grpc", "byteor.adapters.grpc:GrpcAdapter", "grpc", "grpc"),
+        AdapterEntry("s3", "byteor.adapters.s3:S3Adapter", "s3", "aioboto3"),
     )
 }
 
