@@ -48,6 +48,7 @@ __all__ = ["CASES", "TARGET", "Row", "run_benchmark", "summarise", "run_cli"]
 CASES: dict[str, str] = {
     "redis": "byteor.bench.adapters.redis:RedisCase",
     "kafka": "byteor.bench.adapters.kafka:KafkaCase",
+    "nats": "byteor.bench.adapters.nats:NatsCase",
     "rabbitmq": "byteor.bench.adapters.rabbitmq:RabbitMQCase",
 }
 TARGET = 0.90  # ours / hand-written, issue 5
