@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -143,7 +144,9 @@ def _as_text(value: bytes) -> str | None:
         text = value.decode()
     except UnicodeDecodeError:
         return None
-    if text != text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+    # Printable (no control characters or separators but the space) and no blank at either
+    # end, which nats-py would strip.
+    if text and not (text.isprintable() and text[0] != " " and text[-1] != " "):
         return None
     return text
 
@@ -198,10 +201,25 @@ def encode_headers(rec: OutRecord) -> dict[str, str]:
     return {PACKED_HEADER: _pack(rec.key, rec.headers)}
 
 
+@functools.lru_cache(maxsize=1024)
 def _kept(name: str) -> bool:
-    """Whether a NATS header becomes a record header: not ours, not a publish instruction."""
+    """Whether a NATS header becomes a record header: not ours, not a publish instruction.
+    (Cached: a stream's messages carry the same few names over and over.)"""
     low = name.lower()
     return not low.startswith(_OURS) and not low.startswith(_EXPECTED)
+
+
+def _decode(headers: Mapping[str, str] | None) -> tuple[bytes | None, Headers]:
+    """Key and headers of a message (the hot half of :func:`decode_message`)."""
+    if not headers:
+        return None, ()
+    rest = tuple([(n, v.encode()) for n, v in headers.items() if _kept(n)])
+    packed = headers.get(PACKED_HEADER)
+    if packed is not None:
+        key, hdrs = _unpack(packed)
+        return key, hdrs + rest
+    key_text = headers.get(KEY_HEADER)
+    return (None if key_text is None else key_text.encode()), rest
 
 
 def decode_message(payload: bytes, headers: Mapping[str, str] | None) -> OutRecord:
@@ -210,15 +228,8 @@ def decode_message(payload: bytes, headers: Mapping[str, str] | None) -> OutReco
     ``Nats-Expected-*`` headers (instructions to the server about a publish) are dropped;
     ``Nats-Msg-Id`` stays, so a record copied to another stream keeps its id.
     """
-    if not headers:
-        return OutRecord(payload)
-    rest = tuple((n, v.encode()) for n, v in headers.items() if _kept(n))
-    packed = headers.get(PACKED_HEADER)
-    if packed is not None:
-        key, hdrs = _unpack(packed)
-        return OutRecord(payload, key, hdrs + rest)
-    key_text = headers.get(KEY_HEADER)
-    return OutRecord(payload, None if key_text is None else key_text.encode(), rest)
+    key, headers_ = _decode(headers)
+    return OutRecord(payload, key, headers_)
 
 
 def msg_id(rec: OutRecord, source: str) -> str | None:
@@ -420,9 +431,9 @@ class NatsCoreSource(Source):
         out: list[Record] = []
         while self._ready and len(out) < max_records:
             msg = self._ready.popleft()
-            rec = decode_message(msg.data, msg.headers)
+            key, headers = _decode(msg.headers)
             self._seq += 1
-            out.append(Record(rec.payload, rec.key, rec.headers, self._seq, Ack(_settled)))
+            out.append(Record(msg.data, key, headers, self._seq, Ack()))
         return out
 
     def pause(self) -> None:
@@ -450,10 +461,6 @@ class NatsCoreSource(Source):
             connected=self._sub is not None and self._link.connected,
             detail=f"{self._link.detail()}; buffered={len(self._ready)}; dropped={self.dropped}",
         )
-
-
-async def _settled(ok: bool) -> None:
-    """Core NATS has nothing to acknowledge."""
 
 
 class NatsCoreSink(Sink):
@@ -500,6 +507,37 @@ class ConsumerSettings:
     max_ack_pending: int = 5_000
     start: Literal["earliest", "latest"] = "earliest"
     create: bool = True
+
+
+def _seq_and_pending(msg: Msg) -> tuple[int, int]:
+    """Stream sequence and records still pending for the consumer, from the ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``,
+    or with ``<domain>.<account hash>`` after ``ACK`` (and a token at the end). nats-py's
+    ``msg.metadata`` parses the same, with dataclasses and datetimes: about 7 us a record,
+    a fifth of what reading a record costs.
+    """
+    t = msg.reply.split(".")
+    if len(t) == 9:
+        return int(t[5]), int(t[8])
+    if len(t) >= 11:
+        return int(t[7]), int(t[10])
+    meta = msg.metadata  # raises nats-py's NotJSMessageError for anything else
+    return meta.sequence.stream, meta.num_pending
+
+
+class _MsgAck(Ack):
+    """A JetStream message's acknowledgement: ``ack`` sends the message's ack, ``nack`` its
+    nak (one object per record, no closure)."""
+
+    __slots__ = ("_source", "_msg", "_epoch")
+
+    def __init__(self, source: JetStreamSource, msg: Msg) -> None:
+        Ack.__init__(self)
+        self._source, self._msg, self._epoch = source, msg, source._epoch
+
+    async def settled(self, ok: bool) -> None:
+        await self._source._settled(self._msg, self._epoch, ok)
 
 
 class JetStreamSource(Source):
@@ -598,21 +636,20 @@ class JetStreamSource(Source):
             ) from exc
 
     def _record(self, msg: Msg) -> Record:
-        rec = decode_message(msg.data, msg.headers)
-        meta = msg.metadata
-        seq = meta.sequence.stream
-        self._lag = meta.num_pending
+        key, headers = _decode(msg.headers)
+        seq, self._lag = _seq_and_pending(msg)
         self._unsettled[id(msg)] = msg
-        epoch = self._epoch
+        return Record(msg.data, key, headers, seq, _MsgAck(self, msg))
 
-        async def settle(ok: bool) -> None:
-            if self._stopped or epoch != self._epoch:
-                return  # stop nak'ed it already: it will be delivered again
-            self._unsettled.pop(id(msg), None)
-            with self._link.errors(self._what):
-                await (msg.ack() if ok else msg.nak())
-
-        return Record(rec.payload, rec.key, rec.headers, seq, Ack(settle))
+    async def _settled(self, msg: Msg, epoch: int, ok: bool) -> None:
+        if self._stopped or epoch != self._epoch:
+            return  # stop nak'ed it already: it will be delivered again
+        self._unsettled.pop(id(msg), None)
+        try:
+            await (msg.ack() if ok else msg.nak())
+        except Exception:
+            with self._link.errors(self._what):  # (no context manager on the happy path)
+                raise
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         psub = self._psub
@@ -763,10 +800,17 @@ class JetStreamSink(Sink):
                 missing += 1
                 continue
             msg = fut.result()
+            data = msg.data
+            if data.startswith(b'{"stream":') and b'"duplicate"' not in data:
+                # A plain PubAck, {"stream":..., "seq":...} (the server writes an error as
+                # {"error":...}, and the duplicate flag as a field that is parsed below).
+                # Not parsing the JSON of every PubAck saves a sixth of a sink's time per
+                # record; strings in it are JSON-escaped, so a stream's name cannot match.
+                continue
             status = (msg.headers or {}).get("Status")
             if status == "503":  # no responders: no stream captures the subject
                 raise AdapterNotFound("nats", self._link.address, self._what)
-            reply = json.loads(msg.data) if msg.data else {}
+            reply = json.loads(data) if data else {}
             error = reply.get("error")
             if error is None and "seq" in reply:
                 duplicates += bool(reply.get("duplicate"))

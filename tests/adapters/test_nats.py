@@ -31,6 +31,7 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    load_adapter,
 )
 from byteor.adapters.nats import (
     KEY_HEADER,
@@ -191,6 +192,43 @@ def test_msg_id_sources() -> None:
         msg_id(a, "header:missing")
     with pytest.raises(AdapterConfigError, match="msg_id must be"):
         JetStreamSink(OPTS, "s", msg_id_from="random")
+
+
+def test_ack_subject_parsed_like_nats_py() -> None:
+    from nats.aio.msg import Msg
+
+    from byteor.adapters.nats import _seq_and_pending
+
+    for reply in (
+        "$JS.ACK.ORDERS.d.2.1234.17.1732000000000000000.9",
+        "$JS.ACK._.ACCHASH.ORDERS.d.2.1234.17.1732000000000000000.9.rAnd0m",
+        "$JS.ACK.hub.ACCHASH.ORDERS.d.2.1234.17.1732000000000000000.9",
+    ):
+        msg = Msg(_client=None, subject="x", reply=reply)  # type: ignore[arg-type]
+        meta = msg.metadata
+        assert _seq_and_pending(msg) == (meta.sequence.stream, meta.num_pending) == (1234, 9)
+
+
+def test_registry_loads_the_nats_adapter_and_its_config() -> None:
+    adapter = load_adapter("nats")
+    assert isinstance(adapter, NatsAdapter)
+    assert adapter.declaration().source == NatsAdapter.capabilities.source
+    findings = adapter.config.validate({"subject": "s", "mode": "push", "batchsize": "1"})[1]
+    assert sorted(f.code for f in findings) == ["AD501", "AD504"]
+    source = adapter.source({"subject": "orders.>", "stream": "ORDERS", "ack_wait_s": "2.5"})
+    assert isinstance(source, JetStreamSource)
+    assert isinstance(adapter.source({"subject": "s", "mode": "core"}), NatsCoreSource)
+    sink = adapter.sink({"subject": "s", "msg_id": "header:id"})
+    assert isinstance(sink, JetStreamSink)
+    assert isinstance(adapter.sink({"subject": "s", "mode": "core"}), NatsCoreSink)
+    with pytest.raises(AdapterConfigError, match="needs config 'stream'"):
+        adapter.source({"subject": "s"})
+    with pytest.raises(AdapterConfigError, match="msg_id must be"):
+        adapter.sink({"subject": "s", "msg_id": "uuid"})
+    opts = NatsAdapter.options(
+        adapter.config.parse({"subject": "s", "servers": "nats://u:pw@a:4222, b"})
+    )
+    assert opts.address == "a:4222,b:4222"  # never the credentials
 
 
 # --- JetStream -----------------------------------------------------------------------------
