@@ -37,7 +37,6 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from functools import partial
 from typing import Any, NamedTuple
 
 # aiokafka ships no type hints (no py.typed): its names are Any to mypy.
@@ -224,6 +223,22 @@ class _Partition:
 _Due = dict[TopicPartition, tuple[_Partition, int]]
 
 
+class _RecordAck(Ack):
+    """A record's acknowledgement: settling updates its partition's ledger, without I/O (the
+    commit goes out later), so ``settled`` is a plain method and there is no closure."""
+
+    __slots__ = ("_source", "_tp", "_part", "_entry")
+
+    def __init__(
+        self, source: KafkaSource, tp: TopicPartition, part: _Partition, entry: _Entry
+    ) -> None:
+        Ack.__init__(self)
+        self._source, self._tp, self._part, self._entry = source, tp, part, entry
+
+    def settled(self, ok: bool) -> None:
+        self._source._settled(self._tp, self._part, self._entry, ok)
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Forwards aiokafka's rebalance callbacks to the source."""
 
@@ -358,7 +373,7 @@ class KafkaSource(Source):
 
     # -- acknowledgements and commits -------------------------------------------------------
 
-    async def _settle(self, tp: TopicPartition, part: _Partition, entry: _Entry, ok: bool) -> None:
+    def _settled(self, tp: TopicPartition, part: _Partition, entry: _Entry, ok: bool) -> None:
         if self._parts.get(tp) is not part or entry.acked:
             return  # the partition was given up (or we stopped): its new owner redelivers
         if ok:
@@ -504,7 +519,6 @@ class KafkaSource(Source):
 
     def _hand_out(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[Record]:
         out: list[Record] = []
-        settle = self._settle
         for tp, msgs in fetched.items():
             part = self._parts.get(tp)
             if part is None:
@@ -528,7 +542,7 @@ class KafkaSource(Source):
                         m.key,
                         headers,
                         KafkaPosition(topic, partition, m.offset),
-                        Ack(partial(settle, tp, part, entry)),
+                        _RecordAck(self, tp, part, entry),
                     )
                 )
         return out
