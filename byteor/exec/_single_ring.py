@@ -2,22 +2,35 @@
 
 Theory of operation
 -------------------
-A ``single_ring`` spec has one ``slots`` lane. The source claims a sequence, writes the record
-into its slot and publishes it; each stage is a consumer of the ring that reads a slot only
-after the stage before it released it (``after = [previous]``, a ``SeqBarrier``), steps its op
-and rewrites the slot in place; every sink reads after the last stage. The producer is gated by
-the slowest consumer, so the ring is the only buffer: nothing is copied between stages.
+A ``single_ring`` spec has one ``slots`` lane. The source publishes each record into its
+own slot; each stage is a consumer of the ring that reads a slot only after the stage before
+it released it (``after = [previous]``, a ``SeqBarrier``), steps its op and rewrites the slot
+in place; every sink reads after the last stage. The producer is gated by the slowest
+consumer, so the ring is the only buffer: nothing is copied from one stage to the next.
 
-A slot holds one tag byte before the payload, because a stage may emit zero or several records
-for one: ``R`` one record, ``N`` none (dropped, skipped), ``F`` several, framed like ``batch``
-(u32le length, bytes). The ring is created with ``slot_bytes + 8`` so a record of the spec's
-``slot_bytes`` still fits with its tag. What a stage emits at ``finish`` has no slot to go to:
-such an op fails the run (run it as a ``lane_graph``).
+Everything moves in batches: a stage takes up to ``batch`` consecutive slots with one bulk
+copy (``receive_batch_nowait(copy=True)``), steps them with one ``step_batch`` call and
+writes the results back with one ``rewrite_batch`` (a single strided copy when they have one
+length), then releases the slots to the next stage.
 
-The loop is the same shape as LaneGraph SP's: rounds over source, stages in chain order and
-sinks, each moving at most a batch without waiting. Everything is in this process (a
-``single_ring`` spec runs in one process, SP406), and the order of records is the ring's, so
-the output is byte-identical to LaneGraph SP and MP for the same spec and input.
+A slot holds one record as it is, so the common case (a stage that emits one record per
+record) needs no framing. A stage may also emit zero or several: the records out of a batch
+are laid over its slots in order, one per slot while they last, the rest of the slots marked
+empty, or, with more records than slots, several framed in one slot (like ``batch``: u32le
+length, bytes). Marked slots are told apart by their length: the ring is created with
+``slot_bytes + 8``, a record is at most ``slot_bytes``, and a marked slot is exactly full,
+ending with the framed length (u32le) and a tag, ``N`` (none) or ``F`` (framed). Records are
+read back in slot order, so every stage and sink sees the same sequence of records as in
+LaneGraph SP, whatever the batch boundaries: the output is byte-identical. What a stage emits
+at ``finish`` has no slot to go to: such an op fails the run (run it as a ``lane_graph``).
+
+Placement: the spec's ``process`` of each stage. With every stage in ``main`` the whole chain
+runs in this process, in rounds (source, stages in chain order, sinks) like LaneGraph SP.
+Otherwise the run is LaneGraph MP's: each other process name is a forked worker running its
+stages over its own attachment of the ring, the source, sinks and ``main`` stages run in the
+supervisor, which watches the workers (a worker that dies fails the run with ``WorkerDied``
+naming its stages; the others are killed and the ring unlinked; workers die with the
+supervisor). Stages of one process need not be neighbours in the chain.
 """
 
 from __future__ import annotations
@@ -25,107 +38,267 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import select
+import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, Final, TextIO
 
 from byteor import lanes
-from byteor.exec._errors import ExecError, PipelineStalled, StageFailed
+from byteor.exec._errors import ExecError, StageFailed
+from byteor.exec._graph import NodeDef
 from byteor.exec._local import RecordSink, RecordSource
+from byteor.exec._mp import LaneGraphMP, processes_of
 from byteor.exec._ops import frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
-from byteor.exec._sp import DEFAULT_BATCH, LaneGraphSP, _drain
+from byteor.exec._sp import DEFAULT_BATCH, _Node, _Outbox, _SourceNode
 from byteor.kernel import Stage, StageCounters
 from byteor.spec import PipelineSpecV1
 
 __all__ = ["SingleRing", "run_single_ring"]
 
 _run_ids = itertools.count()
-_ONE, _NONE, _FRAMED = b"R", b"N", b"F"
-_TAG_ROOM = 8  # bytes added to each slot for the tag (slot sizes are multiples of 8)
+_TAG_ROOM: Final = 8  # bytes added to each slot for the marks (slot sizes are multiples of 8)
+_MARK: Final = struct.Struct("<Ic")  # at the end of a marked slot: framed length, tag
+_NONE, _FRAMED = b"N", b"F"
 
 
-def _encode(records: Sequence[bytes]) -> bytes:
-    if not records:
-        return _NONE
-    if len(records) == 1:
-        return _ONE + records[0]
-    return _FRAMED + frame(records)
+def _marked(tag: bytes, content: bytes, room: int) -> bytes:
+    """A marked slot: ``content``, zero padding, its length and ``tag``, ``room`` bytes in all."""
+    return content + bytes(room - _MARK.size - len(content)) + _MARK.pack(len(content), tag)
 
 
-def _decode(slot: memoryview | bytes) -> list[bytes]:
-    data = bytes(slot)
-    tag = data[:1]
-    if tag == _ONE:
-        return [data[1:]]
-    if tag == _NONE:
-        return []
-    if tag == _FRAMED:
-        out = unframe(data[1:])
-        if out is not None:
-            return out
+def _unmark(data: bytes, room: int) -> list[bytes]:
+    """The records of a slot longer than a record."""
+    if len(data) == room:
+        n, tag = _MARK.unpack_from(data, room - _MARK.size)
+        if tag == _NONE:
+            return []
+        if tag == _FRAMED and n <= room - _MARK.size:
+            out = unframe(data[:n])
+            if out is not None:
+                return out
     raise ExecError(
-        f"a ring slot holds an unknown tag {tag!r}: the ring was written by another run"
+        f"a ring slot of {len(data)} bytes holds no record this run wrote: the ring was "
+        "written by something else"
     )
 
 
-class _RingStage:
+def _take(rx: lanes.Consumer, count: int) -> list[bytes]:
+    """Up to ``count`` slots as bytes (one bulk copy); raises WouldBlock or LaneClosed. One
+    slot alone takes the per-message path, which costs less than a batch of one."""
+    if count == 1:
+        return [bytes(rx.receive_nowait())]
+    return rx.receive_batch_nowait(count, copy=True)  # type: ignore[return-value]
+
+
+def _put(rx: lanes.Consumer, items: list[bytes]) -> None:
+    """Rewrite in place the slots :func:`_take` took (one alone: the last one received)."""
+    if len(items) == 1:
+        rx.rewrite(items[0])
+    else:
+        rx.rewrite_batch(items)
+
+
+def _records_of(slots: list[bytes], limit: int, room: int) -> list[bytes]:
+    """The records held by consecutive slots, in order."""
+    if not slots or max(map(len, slots)) <= limit:
+        return slots
+    out: list[bytes] = []
+    for s in slots:
+        if len(s) <= limit:
+            out.append(s)
+        else:
+            out += _unmark(s, room)
+    return out
+
+
+def _lay_out(records: list[bytes], slots: int, limit: int, room: int, who: str) -> list[bytes]:
+    """``records`` laid over ``slots`` slots in order (see the theory of operation)."""
+    n = len(records)
+    if n and max(map(len, records)) > limit:
+        big = max(map(len, records))
+        raise ExecError(
+            f"{who} emitted a record of {big} bytes; the ring's slot_bytes is {limit}: "
+            "raise lane slot_bytes"
+        )
+    if n == slots:
+        return records
+    if n < slots:
+        none = _marked(_NONE, b"", room)
+        return records + [none] * (slots - n)
+    out: list[bytes] = []
+    for k in range(slots):
+        part = records[k * n // slots : (k + 1) * n // slots]
+        if len(part) == 1:
+            out.append(part[0])
+            continue
+        content = frame(part)
+        if len(content) > room - _MARK.size:
+            raise ExecError(
+                f"{who} emitted {len(part)} records of {len(content)} framed bytes for one "
+                f"slot of {room - _MARK.size}: raise lane slot_bytes"
+            )
+        out.append(_marked(_FRAMED, content, room))
+    return out
+
+
+class _RingOutbox(_Outbox):
+    """The source's end of the ring: refuses a record longer than the spec's slot_bytes
+    (the ring's slots are longer, to hold the marks)."""
+
+    def __init__(self, name: str, tx: lanes.Producer, limit: int, who: str) -> None:
+        super().__init__(name, tx)
+        self.limit = limit
+        self.who = who
+
+    def flush(self) -> int:
+        pending = self.pending
+        if pending and max(map(len, pending)) > self.limit:
+            big = max(map(len, pending))
+            raise ExecError(
+                f"{self.who} read a record of {big} bytes; the ring's slot_bytes is "
+                f"{self.limit}: raise lane slot_bytes"
+            )
+        return super().flush()
+
+
+class _RingStage(_Node):
+    """A stage: batches of slots in, ``step_batch``, the results back into the same slots."""
+
     def __init__(
-        self, report: NodeReport, stage: Stage, rx: lanes.Consumer, action: str, room: int
+        self,
+        report: NodeReport,
+        stage: Stage,
+        rx: lanes.Consumer,
+        action: str,
+        limit: int,
+        room: int,
     ) -> None:
-        self.report = report
+        super().__init__(report)
+        self._report = report
         self.stage = stage
         self.rx = rx
         self.action = action
+        self.limit = limit
         self.room = room
         self.counters = StageCounters()
-        self.done = False
+        self.who = f"stage {report.name!r}"
 
-    def run(self, batch: int) -> bool:
+    @property
+    def report(self) -> NodeReport:
+        """The node's report, with the counters so far (what MP sends to the supervisor)."""
+        c, r = self.counters, self._report
+        r.records_in, r.records_out = c.records_in, c.records_out
+        r.errors, r.skipped, r.routed = c.errors, c.skipped, c.routed
+        r.error_codes = dict(c.error_codes)
+        extra = getattr(self.stage, "counters", None)
+        if callable(extra):
+            r.extra = dict(extra())
+        return r
+
+    @report.setter
+    def report(self, value: NodeReport) -> None:
+        self._report = value
+
+    def run(self, batch: int, stop: StopToken) -> bool:
+        if self.done:
+            return False
         rx, moved = self.rx, 0
-        name = self.report.name
+        limit, room = self.limit, self.room
+        c = self.counters
         try:
             while moved < batch:
-                records = _decode(rx.receive_nowait())
-                moved += 1
+                slots = _take(rx, batch - moved)
+                moved += len(slots)
+                records = _records_of(slots, limit, room)
                 if not records:
                     continue
-                first = self.counters.records_in
-                self.counters.records_in += len(records)
+                first = c.records_in
+                c.records_in += len(records)
                 result = self.stage.step_batch(records)
                 for failure in result.failures:
-                    self.counters.count_error(failure.error, self.action)  # type: ignore[arg-type]
+                    c.count_error(failure.error, self.action)  # type: ignore[arg-type]
                     if self.action == "fail":
                         raise StageFailed(
-                            name, first + failure.index, failure.error.code, failure.error.message
+                            self._report.name,
+                            first + failure.index,
+                            failure.error.code,
+                            failure.error.message,
                         )
                 out = result.ports[0] if result.ports else []
-                self.counters.records_out += len(out)
-                data = _encode(out)
-                if len(data) > self.room:
-                    raise ExecError(
-                        f"stage {name!r} emitted {len(out)} record(s) of {len(data) - 1} bytes "
-                        f"for one slot of {self.room - 1}: raise lane slot_bytes"
-                    )
-                rx.rewrite(data)
+                c.records_out += len(out)
+                _put(rx, _lay_out(out, len(slots), limit, room, self.who))
         except lanes.WouldBlock:
             pass
         except lanes.LaneClosed:
             emit = self.stage.finish()
             if any(emit.ports):
                 raise ExecError(
-                    f"stage {name!r} emits records at the end of the stream; a single_ring has "
+                    f"{self.who} emits records at the end of the stream; a single_ring has "
                     "no slot for them: run the spec as a lane_graph"
                 ) from None
             self.done = True
         rx.release()
         return moved > 0 or self.done
 
+    def blocked(self) -> str:
+        return f"{self.who} waits for the ring"
 
-class SingleRing(LaneGraphSP):
+
+class _RingSink(_Node):
+    """A sink: reads batches of slots after the last stage and writes their records."""
+
+    def __init__(
+        self, report: NodeReport, adapter: RecordSink, rx: lanes.Consumer, limit: int, room: int
+    ) -> None:
+        super().__init__(report)
+        self.adapter = adapter
+        self.rx = rx
+        self.limit = limit
+        self.room = room
+        self.hash = hashlib.sha256()
+
+    def run(self, batch: int, stop: StopToken) -> bool:
+        if self.done:
+            return False
+        rx, report, moved = self.rx, self.report, 0
+        try:
+            while moved < batch:
+                slots = _take(rx, batch - moved)
+                moved += len(slots)
+                records = _records_of(slots, self.limit, self.room)
+                if not records:
+                    continue
+                self.adapter.write(records)
+                data = b"\n".join(records)
+                self.hash.update(data)
+                self.hash.update(b"\n")
+                report.bytes += len(data) + 1
+                report.records_in += len(records)
+                report.records_out += len(records)
+        except lanes.WouldBlock:
+            pass
+        except lanes.LaneClosed:
+            self.adapter.close()
+            report.sha256 = self.hash.hexdigest()
+            self.done = True
+        rx.release()
+        return moved > 0 or self.done
+
+    def blocked(self) -> str:
+        return f"sink {self.name!r} waits for the ring"
+
+    def abort(self) -> None:
+        self.report.sha256 = self.hash.hexdigest()
+        self.adapter.close()
+
+
+class SingleRing(LaneGraphMP):
     """Runs a ``single_ring`` spec over one SequencedSlots ring in shared memory.
 
-    Args: as for :class:`LaneGraphSP`, and ``run_id`` names the ring's segment
+    Stages run where the spec places them (``process``): all in this process by default,
+    else each process name in a worker of its own, supervised as in :class:`LaneGraphMP`.
+
+    Args: as for :class:`LaneGraphMP`; ``run_id`` names the ring's segment
     ``byteor-<run_id>.<lane>`` (default ``sr<pid>-<n>-<pipeline>``).
     """
 
@@ -148,197 +321,114 @@ class SingleRing(LaneGraphSP):
                 "lower the plan with --target single_ring, or use LaneGraph"
             )
         super().__init__(
-            spec, sources=sources, sinks=sinks, batch=batch, stdin=stdin, stdout=stdout
+            spec,
+            sources=sources,
+            sinks=sinks,
+            batch=batch,
+            stdin=stdin,
+            stdout=stdout,
+            run_id=run_id,
         )
-        self._fixed_id = run_id
-        self.run_id = run_id or ""
+        (self._ring,) = spec.lanes.values()
+
+    @property
+    def processes(self) -> list[str]:
+        """The processes the run uses, ``main`` (this one) first."""
+        return processes_of(self.graph)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _lanes(self, run_id: str) -> dict[str, lanes.Lane]:
+        """The ring, created with every stage and sink declared (each after the one before),
+        under each name the chain graph gives its links."""
+        ring = self._ring
+        chain = [n.name for n in self.graph.nodes if n.kind == "stage"]
+        sinks = [n.name for n in self.graph.nodes if n.kind == "sink"]
+        declared: list[str | tuple[str, list[str]]] = []
+        prev: list[str] = []
+        for name in chain:
+            declared.append((name, prev))
+            prev = [name]
+        declared += [(name, prev) for name in sinks]
+        lane = lanes.create(
+            f"{run_id}.{ring.name}",
+            "slots",
+            ring.capacity,
+            ring.slot_bytes + _TAG_ROOM,
+            max_consumers=max(16, len(declared)),
+            consumers=declared,
+            backing="shm",
+        )
+        return dict.fromkeys(self.graph.lanes, lane)
+
+    @staticmethod
+    def _release(made: Mapping[str, lanes.Lane]) -> None:
+        for handle in {id(h): h for h in made.values()}.values():
+            try:
+                handle.close()
+            finally:
+                lanes.unlink(handle.name, backing="shm")
+
+    def _nodes(
+        self, defs: Sequence[NodeDef], made: Mapping[str, lanes.Lane], stages: Mapping[str, Stage]
+    ) -> list[_Node]:
+        """The nodes for ``defs`` over this process's handle(s) on the ring."""
+        limit = self._ring.slot_bytes
+        room = limit + _TAG_ROOM
+        nodes: list[_Node] = []
+        for node in defs:
+            report = NodeReport(node.kind, node.name, node.op)
+            if node.kind == "source":
+                lane = made[node.outputs[0]]
+                who = f"source {node.name!r}"
+                out = _RingOutbox(self._ring.name, lane.sender(), limit, who)
+                nodes.append(_SourceNode(report, self._source(node), out))
+            elif node.kind == "stage":
+                rx = made[node.inputs[0]].receiver(node.name)
+                nodes.append(
+                    _RingStage(report, stages[node.name], rx, node.policy.action, limit, room)
+                )
+            else:
+                rx = made[node.inputs[0]].receiver(node.name)
+                nodes.append(_RingSink(report, self._sink(node), rx, limit, room))
+        return nodes
+
+    # -- running ----------------------------------------------------------------------------
 
     def run(self, stop: StopToken | None = None) -> RunReport:
         """Run to the end of the source (or a stop request) and report.
 
         Raises:
+            WorkerDied: a stage process exited before the pipeline finished (names it).
             StageFailed: a stage's policy is ``fail`` and a record failed.
             ExecError: an op, adapter or ring problem.
         """
+        fixed = self._fixed_id
+        run_id = fixed or f"sr{os.getpid()}-{next(_run_ids)}-{self.graph.pipeline}"
+        if len(self.processes) > 1:
+            self._fixed_id = run_id  # LaneGraph MP's run, under this executor's name
+            try:
+                return super().run(stop)
+            finally:
+                self._fixed_id = fixed
         stop = stop or StopToken()
         stages = self._stages()
-        graph = self.graph
-        (ring,) = self.spec.lanes.values()
-        chain = [n for n in graph.nodes if n.kind == "stage"]
-        (src_def,) = [n for n in graph.nodes if n.kind == "source"]
-        sink_defs = [n for n in graph.nodes if n.kind == "sink"]
-        run_id = self._fixed_id or f"sr{os.getpid()}-{next(_run_ids)}-{graph.pipeline}"
         self.run_id = run_id
-        declared: list[str | tuple[str, list[str]]] = []
-        prev: list[str] = []
-        for st in chain:
-            declared.append((st.name, prev))
-            prev = [st.name]
-        declared += [(sk.name, prev) for sk in sink_defs]
-        room = ring.slot_bytes + _TAG_ROOM
-        lane = lanes.create(
-            f"{run_id}.{ring.name}",
-            "slots",
-            ring.capacity,
-            room,
-            max_consumers=max(16, len(declared)),
-            consumers=declared,
-            backing="shm",
-        )
-        reports = {n.name: NodeReport(n.kind, n.name, n.op) for n in graph.nodes}
-        ring_stages: list[_RingStage] = []
-        source: RecordSource | None = None
-        sinks: list[tuple[NodeReport, RecordSink, lanes.Consumer]] = []
+        made = self._lanes(run_id)
+        nodes: list[_Node] = []
         try:
-            tx = lane.sender()
-            for st in chain:
-                ring_stages.append(
-                    _RingStage(
-                        reports[st.name],
-                        stages[st.name],
-                        lane.receiver(st.name),
-                        st.policy.action,
-                        room,
-                    )
-                )
-            for sk in sink_defs:
-                sinks.append((reports[sk.name], self._sink(sk), lane.receiver(sk.name)))
-            source = self._source(src_def)
-            self._ring_loop(
-                source, reports[src_def.name], tx, ring_stages, sinks, stop, ring.slot_bytes
-            )
+            nodes = self._nodes(self.graph.nodes, made, stages)
+            self._loop(nodes, stop)
         except BaseException as exc:
-            if source is not None:
-                source.close()
-            for _, adapter, _ in sinks:
-                adapter.close()
+            for n in nodes:
+                if not n.done:
+                    n.abort()
             if isinstance(exc, ExecError):
-                exc.report = self._ring_report(reports, ring_stages, stop)
+                exc.report = self._merge_reports(nodes, [], stop)
             raise
         finally:
-            lane.close()
-            lanes.unlink(lane.name, backing="shm")
-        return self._ring_report(reports, ring_stages, stop)
-
-    def _ring_loop(
-        self,
-        source: RecordSource,
-        src_report: NodeReport,
-        tx: lanes.Producer,
-        ring_stages: Sequence[_RingStage],
-        sinks: Sequence[tuple[NodeReport, RecordSink, lanes.Consumer]],
-        stop: StopToken,
-        max_record: int,
-    ) -> None:
-        batch = self._batch
-        pending: list[bytes] = []
-        source_done = False
-        sinks_done = [False] * len(sinks)
-        hashes = [hashlib.sha256() for _ in sinks]
-        while True:
-            progress = False
-            idle = False
-            # -- the source: claim, write in place, publish
-            if not source_done:
-                if not pending and not stop.requested:
-                    got = source.poll(batch)
-                    if got is None:
-                        stop_now = True
-                    else:
-                        stop_now = False
-                        idle = not got
-                        src_report.records_in += len(got)
-                        pending = got
-                else:
-                    stop_now = stop.requested and not pending
-                while pending:
-                    try:
-                        first, n = tx.claim_batch(len(pending), timeout=0)
-                    except lanes.LaneTimeout:
-                        break
-                    lengths = []
-                    for k in range(n):
-                        rec = pending[k]
-                        if len(rec) > max_record:
-                            raise ExecError(
-                                f"source {src_report.name!r} read a record of {len(rec)} bytes; "
-                                f"the ring's slot_bytes is {max_record}"
-                            )
-                        slot = tx.slot(first + k)
-                        slot[0:1] = _ONE
-                        slot[1 : 1 + len(rec)] = rec
-                        lengths.append(1 + len(rec))
-                    tx.publish_batch(first, lengths)
-                    del pending[:n]
-                    src_report.records_out += n
-                    progress = True
-                if stop_now:
-                    source.close()
-                    tx.close()
-                    source_done = True
-                    progress = True
-            # -- the stages, in chain order
-            for st in ring_stages:
-                if not st.done and st.run(batch):
-                    progress = True
-            # -- the sinks
-            for i, (report, adapter, rx) in enumerate(sinks):
-                if sinks_done[i]:
-                    continue
-                records: list[bytes] = []
-                try:
-                    for _ in range(batch):
-                        records += _decode(rx.receive_nowait())
-                        progress = True
-                except lanes.WouldBlock:
-                    pass
-                except lanes.LaneClosed:
-                    sinks_done[i] = True
-                    progress = True
-                rx.release()
-                if records:
-                    adapter.write(records)
-                    for r in records:
-                        hashes[i].update(r)
-                        hashes[i].update(b"\n")
-                    report.bytes += sum(len(r) for r in records) + len(records)
-                    report.records_in += len(records)
-                    report.records_out += len(records)
-                if sinks_done[i]:
-                    adapter.close()
-                    report.sha256 = hashes[i].hexdigest()
-            if source_done and all(sinks_done):
-                return
-            if progress:
-                continue
-            fd = source.fileno()
-            if idle and fd is not None and not stop.requested:
-                wake = stop.wake_fd
-                ready, _, _ = select.select([fd, *([wake] if wake is not None else [])], [], [])
-                if wake is not None and wake in ready:
-                    _drain(wake)
-                continue
-            raise PipelineStalled("the ring is stalled: no stage or sink can move")
-
-    def _ring_report(
-        self, reports: Mapping[str, NodeReport], ring_stages: Sequence[_RingStage], stop: StopToken
-    ) -> RunReport:
-        for st in ring_stages:
-            c, r = st.counters, st.report
-            r.records_in, r.records_out = c.records_in, c.records_out
-            r.errors, r.skipped, r.routed = c.errors, c.skipped, c.routed
-            r.error_codes = dict(c.error_codes)
-            extra = getattr(st.stage, "counters", None)
-            if callable(extra):
-                r.extra = dict(extra())
-        graph = self.graph
-        return RunReport(
-            graph.pipeline,
-            graph.target,
-            self.executor,
-            [reports[n.name] for n in graph.nodes],
-            stopped=stop.requested,
-        )
+            self._release(made)
+        return self._merge_reports(nodes, [], stop)
 
 
 def run_single_ring(

@@ -135,9 +135,6 @@ def ring_compatible(
     for sink in sinks.values():
         if sink.inputs != (current,):
             return f"sink {sink.name!r} does not read only the end of the chain"
-    processes = {s.process for s in plan.stages if s.process is not None}
-    if len(processes) > 1:
-        return f"its stages ask for several processes ({', '.join(sorted(processes))})"
     return None
 
 
@@ -273,15 +270,13 @@ def _single_ring(plan: PipelinePlanV2, opts: LowerOptions) -> PipelineSpecV1:
         slot_bytes=_round_slot(max(hinted_sizes)) if hinted_sizes else opts.slot_bytes,
         wait=opts.wait,
     )
-    explicit = next((s.process for s in plan.stages if s.process is not None), None)
-    process = explicit or DEFAULT_PROCESS
     spec_stages = [
         StageSpec(
             name,
             stages[name].op,
             inputs=(RING_LANE,),
             after=(order[i - 1],) if i else (),
-            process=process,
+            process=_process(opts, stages[name].process, name),
             params=dict(stages[name].params),
         )
         for i, name in enumerate(order)

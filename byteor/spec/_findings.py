@@ -63,8 +63,9 @@ CODES: Final[dict[str, tuple[Severity, str]]] = {
     "SP403": ("error", "single_ring stages transform in place"),
     "SP404": ("error", "single_ring stages must form one chain"),
     "SP405": ("error", "single_ring sinks must follow the last stage"),
-    "SP406": ("error", "single_ring runs in one process"),
     "SP407": ("error", "single_ring stages are not restarted"),
+    # SP406 ("single_ring runs in one process") is retired: SingleRing places stages in
+    # processes like LaneGraph MP.
 }
 
 

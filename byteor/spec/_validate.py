@@ -641,14 +641,6 @@ class _Checker:
                     f"sink {sk.name!r} must read the ring after its last stage: set "
                     f"`sink.{sk.name}.after = {target}`",
                 )
-        processes = sorted({st.process for st in s.stages.values()})
-        if len(processes) > 1:
-            self.add(
-                "SP406",
-                "pipeline.target",
-                f"single_ring stages run in one process, these use {', '.join(processes)}: "
-                "remove stage.<name>.process, or use lane_graph",
-            )
 
 
 def _crash_policy(st: StageSpec) -> tuple[object, ...]:

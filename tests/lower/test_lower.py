@@ -230,3 +230,14 @@ def test_path_explosion_is_capped() -> None:
     d = L.describe_spec(L.lower_v2(b.build()))
     assert len(d["paths"]) == L.MAX_PATHS and d["paths_truncated"] is True
     assert "within each input; merged at" in d["paths"][0]["ordering"]
+
+
+def test_a_single_ring_places_its_stages_like_a_lane_graph(clicks_plan: P.PipelinePlanV2) -> None:
+    opts = L.LowerOptions(placement="per_stage")
+    ring = L.lower_v2(clicks_plan, "single_ring", opts)
+    assert {n: st.process for n, st in ring.stages.items()} == {
+        "parse": "parse", "enrich": "enrich", "count": "count"
+    }
+    assert S.validate_v1(ring) == []
+    single = L.lower_v2(clicks_plan, "single_ring")
+    assert {st.process for st in single.stages.values()} == {"main"}

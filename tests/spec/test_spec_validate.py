@@ -196,7 +196,7 @@ def test_single_ring_rules(ring_text: str) -> None:
     assert only(forked, "SP404").key == "stage.enrich.after"
     assert only(ring_text.replace("sink.out.after = count", "sink.out.after = enrich"), "SP405")
     moved = ring_text + "stage.parse.process = other\n"
-    assert "other" in only(moved, "SP406").message
+    assert findings(moved) == []  # a ring's stages may run in processes of their own
     out = ring_text + "stage.parse.out = ring\n"
     assert only(out, "SP403").key == "stage.parse.out"
     two = ring_text + "source.g2.adapter = generator\nsource.g2.out = ring\n"
