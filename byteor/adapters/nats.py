@@ -109,6 +109,8 @@ _OURS: Final = "byteor-"
 _EXPECTED: Final = "nats-expected-"
 _EXPECTED_STREAM: Final = "Nats-Expected-Stream"
 
+#: How long a source's stop waits for the server to confirm it has every ack.
+FLUSH_TIMEOUT_S: Final = 2.0
 #: The shortest fetch we ask JetStream for: a fetch is a round trip even when nothing waits.
 FETCH_MIN_S: Final = 0.05
 
@@ -680,7 +682,9 @@ class JetStreamSource(Source):
 
     async def stop(self) -> None:
         """Nak what was handed out and not settled, make sure the acks reached the server,
-        then unsubscribe before closing (nats-py's drain hangs on a bound pull subscription)."""
+        then unsubscribe and close (we never ``drain()``: it hangs on a bound pull
+        subscription). With the server away nothing can be sent: the source says so once,
+        on ``byteor.adapters.nats``, and closes; JetStream delivers those records again."""
         if self._stopped:
             return
         self._stopped = True
@@ -688,13 +692,26 @@ class JetStreamSource(Source):
         held, self._unsettled = list(self._unsettled.values()), {}
         nc = self._link.nc
         try:
-            if nc is not None and not nc.is_closed:
-                with self._link.errors(self._what):
+            failed = "not connected"
+            if nc is not None and nc.is_connected:
+                try:
                     for msg in held:
                         await msg.nak()
                     if psub is not None:
                         await psub.unsubscribe()
-                    await nc.flush(timeout=5)
+                    await nc.flush(timeout=FLUSH_TIMEOUT_S)  # type: ignore[arg-type]
+                    failed = ""
+                except (nerr.Error, OSError) as exc:
+                    failed = type(exc).__name__
+            if failed and nc is not None:
+                log.warning(
+                    "nats %s: stopped without reaching the server (%s): acks not yet sent, "
+                    "and the %d records handed out and not settled, will be delivered again "
+                    "once ack_wait runs out",
+                    self._link.address,
+                    failed,
+                    len(held),
+                )
         finally:
             await self._link.close()
 
