@@ -21,8 +21,9 @@ Server to client::
                "max_message_bytes": 1048576}}               # first, on every connection
     {"ack": ["17", "18"]}      # every sink downstream confirmed these: forget them
     {"nack": ["19"]}           # downstream refused it: send it again
-    {"slow": ["20", "21"], "retry_after_ms": 100, "reason": "..."}
-                               # not admitted (full or paused): send again after the wait
+    {"slow": ["20", "21"], "retry_after_ms": 100, "resume_from": "20", "reason": "..."}
+                               # not admitted (full or paused): send again after the wait,
+                               # the next message starting with record resume_from
     {"error": "...", "ids": ["22"]}   # refused as malformed: sending it again will not help
 
 **Source.** A ``websockets`` asyncio server on ``host:port`` (port 0 picks one:
@@ -34,17 +35,18 @@ Back-pressure is the ``slow`` frame: a message is not admitted while the source 
 while ``capacity`` records are admitted and unsettled in all, or while the connection has
 ``max_in_flight`` unanswered records; the connection keeps being read (so keepalive pings go
 on and one slow client never holds up the others) and nothing refused is kept. After a
-``slow`` a connection's messages are refused until its first refused record comes again, so
-records are admitted in the order the client sent them. Authentication is an optional bearer
-token checked in the opening handshake (``401`` before any frame). A message over
-``max_message_bytes`` closes the connection with code 1009; binary frames and malformed
-messages get an ``error`` frame and admit nothing. When a connection ends, its records not
-yet handed out are dropped (the client sends again what was not acked); those handed out
-stay downstream, and their settlement has nowhere to go — the client's resend is the only
-duplicate. Stop sends the acks already settled, then closes every connection (1001).
+``slow`` a connection's messages are refused until one starts with its first refused record
+(``resume_from``), so records are admitted in the order the client sent them.
+Authentication is an optional bearer token checked in the opening handshake (``401`` before
+any frame). A message over ``max_message_bytes`` closes the connection with code 1009;
+binary frames and malformed messages get an ``error`` frame and admit nothing. When a
+connection ends, its records not yet handed out are dropped (the client sends again what was
+not acked); those handed out stay downstream, and their settlement has nowhere to go — the
+client's resend of those is the only duplicate. Stop sends the acks already settled, then
+closes every connection (1001).
 
-**Sink.** One connection, opened (and re-opened) with :func:`retry` and :class:`Backoff`.
-:meth:`WebSocketSink.write_batch` gives each record an id (a counter) and an
+**Sink.** One connection, opened by the first write and re-opened with :func:`retry` and
+:class:`Backoff`. :meth:`WebSocketSink.write_batch` gives each record an id (a counter) and an
 ``idempotency_key`` (:func:`idempotency_key`, the HTTP adapter's: its ``idempotency-key``
 header, else a hash of its content), sends up to ``min(max_in_flight, the server's)``
 unanswered records in messages of ``message_records``, and returns when every record was
@@ -253,7 +255,11 @@ def _listen(host: str, port: int) -> socket.socket:
 def _ids_of(doc: object) -> list[str]:
     """The string ids a message carries, for attributing a refusal."""
     objs = doc if isinstance(doc, list) else [doc]
-    return [o["id"] for o in objs if isinstance(o, dict) and isinstance(o.get("id"), str)]
+    return [o["id"] for o in objs if isinstance(o, dict) and _valid_id(o.get("id"))]
+
+
+def _valid_id(rid: object) -> bool:
+    return isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS
 
 
 class WebSocketSource(Source):
@@ -577,7 +583,12 @@ class WebSocketSource(Source):
         if conn.blocked is None:
             conn.blocked = ids[0]
         return _dumps(
-            {"slow": ids, "retry_after_ms": self._retry_after, "reason": reason + "; send again"}
+            {
+                "slow": ids,
+                "retry_after_ms": self._retry_after,
+                "resume_from": conn.blocked,
+                "reason": reason + "; send again",
+            }
         )
 
     def _parse(self, conn: _Conn, message: str | bytes) -> tuple[list[str], list[OutRecord]]:
@@ -617,7 +628,7 @@ class WebSocketSource(Source):
             where = "the record" if single else f"records[{i}]"
             if isinstance(obj, dict):
                 rid = obj.get("id")
-                if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
+                if not isinstance(rid, str) or not _valid_id(rid):
                     raise _Refused(
                         f"{where}: id must be a non-empty string of at most {MAX_ID_CHARS} "
                         f"characters, got {rid!r:.40}",
@@ -670,11 +681,12 @@ class _Window:
     """One write's records: their encoded objects and where each stands.
 
     ``cursor`` is the lowest index that may still need sending; a reconnect, a nack or a
-    slow frame moves it back, so resends go out in the order of the batch.
+    slow frame moves it back, so resends go out in the order of the batch. ``resume`` is the
+    record a ``slow`` frame's ``resume_from`` names: the next message must start with it.
     """
 
     __slots__ = ("ids", "texts", "index", "state", "sent_before", "cursor", "in_flight",
-                 "done", "not_before", "largest")  # fmt: skip
+                 "done", "not_before", "resume", "largest")  # fmt: skip
 
     def __init__(self, records: Sequence[OutRecord], first_id: int) -> None:
         self.ids = [str(first_id + i) for i in range(len(records))]
@@ -688,6 +700,7 @@ class _Window:
         self.sent_before = bytearray(len(records))
         self.cursor = self.in_flight = self.done = 0
         self.not_before = 0.0
+        self.resume: int | None = None
         self.largest = max(map(len, self.texts), default=0)
 
     def again(self, i: int) -> None:
@@ -706,6 +719,7 @@ class _Window:
         self.in_flight = 0
         self.cursor = next((i for i, s in enumerate(state) if s != _DONE), len(state))
         self.not_before = 0.0
+        self.resume = None  # a new connection is not blocked
 
 
 class WebSocketSink(Sink):
@@ -762,15 +776,8 @@ class WebSocketSink(Sink):
     # -- lifecycle
 
     async def start(self) -> None:
-        """Connect (retrying with backoff); the errors are typed (see :meth:`_open`)."""
-        if self._started:
-            return
+        """Ready to write; the first write connects (so a sink may start before its server)."""
         self._started = True
-        try:
-            await self._connected()
-        except AdapterError:
-            self._started = False
-            raise
 
     async def stop(self) -> None:
         self._started = False
@@ -981,6 +988,8 @@ class WebSocketSink(Sink):
                     w.again(w.index[rid])
                 wait = max(0, int(doc.get("retry_after_ms", 100))) / 1000
                 w.not_before = asyncio.get_running_loop().time() + wait
+                resume = w.index.get(doc.get("resume_from", ids[0]))
+                w.resume = resume if resume is not None else w.index[ids[0]]
         elif kind == "error":
             ids = doc.get("ids") or []
             if w is not None and (not ids or any(rid in w.index for rid in ids)):
@@ -998,34 +1007,49 @@ class WebSocketSink(Sink):
     # -- writing
 
     def _next_message(self, w: _Window) -> bytes | None:
-        """The next message of pending records that fits the window, or ``None``."""
+        """The next message of pending records that fits the window, or ``None``.
+
+        After a ``slow`` it starts with the record the server asked for (older records sent
+        again after a nack wait behind it: the server refuses anything else first); otherwise
+        at the cursor. It never jumps over a record still unanswered (one slowed with it may
+        be on its way back, and goes out again in its place).
+        """
         room = min(self._limit_in_flight - w.in_flight, self._message_records)
         if room <= 0:
             return None
-        state, texts = w.state, w.texts
+        state, n = w.state, len(w.state)
+        start = w.cursor
+        if w.resume is not None:
+            i = w.resume
+            while i < n and state[i] == _DONE:
+                i += 1
+            if i < n and state[i] == _SENT:
+                return None  # its answer is on the way
+            w.resume = None
+            if i < n:
+                start = i
         parts: list[bytes] = []
-        size, n, i = 2, len(state), w.cursor
+        size, i = 2, start
+        texts, sent_before, limit = w.texts, w.sent_before, self._limit_bytes
         while i < n and len(parts) < room:
             s = state[i]
             if s == _DONE:
                 i += 1
                 continue
             if s == _SENT:
-                # A record still unanswered before pending ones: they were nacked or slowed
-                # ahead of it. Wait for its answer rather than jump ahead of it (after a slow
-                # it comes back too, and goes out again in its place).
                 break
             t = texts[i]
-            if parts and size + len(t) + 1 > self._limit_bytes:
+            if parts and size + len(t) + 1 > limit:
                 break
             parts.append(t)
             size += len(t) + 1
             state[i] = _SENT
-            if w.sent_before[i]:
+            if sent_before[i]:
                 self._resent += 1
-            w.sent_before[i] = 1
+            sent_before[i] = 1
             i += 1
-        w.cursor = i
+        if start == w.cursor:
+            w.cursor = i
         if not parts:
             return None
         w.in_flight += len(parts)
