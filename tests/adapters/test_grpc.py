@@ -307,6 +307,34 @@ async def test_max_in_flight_bounds_what_one_stream_has_unacknowledged() -> None
         await src.stop()
 
 
+async def test_back_pressure_reaches_the_client_writes() -> None:
+    """Held at max_in_flight, the server reads no more: the client's writes fill the HTTP/2
+    windows and then wait, well short of the whole batch (12.5 MiB here)."""
+    src = GrpcSource(port=0, max_in_flight=10)
+    await src.start()
+    sink = GrpcSink(src.address, batch_records=1)
+    await sink.start()
+    try:
+        write = asyncio.create_task(sink.write_batch([OutRecord(bytes(32 << 10))] * 400))
+        held = await take(src, 10)
+        call = sink._call
+        assert call is not None
+        sizes: list[int] = []
+
+        def settled_down() -> bool:
+            sizes.append(len(call.pending))  # written (or being written), not acknowledged
+            return len(sizes) > 20 and sizes[-1] == sizes[-20]
+
+        await until(settled_down, "the client's writes to stop")
+        assert 10 <= sizes[-1] < 400 and not write.done()
+        write.cancel()
+        for r in held:
+            await r.ack.ack()
+    finally:
+        await sink.stop()
+        await src.stop()
+
+
 async def test_a_paused_source_stops_reading_and_resume_reads_on(source: GrpcSource) -> None:
     sink = GrpcSink(source.address, batch_records=1)
     await sink.start()
