@@ -570,7 +570,12 @@ class GrpcSource(Source):
                 await stream.credit.wait()
             if stream.stopping:
                 return
-            raw: object = await context.read()
+            try:
+                raw: object = await context.read()
+            except Exception as exc:  # the call broke under us: end it, the handler cleans up
+                stream.error = (_Code.INTERNAL, f"reading the request stream failed: {exc!r}")
+                stream.wake.set()
+                return
             if raw is grpc.aio.EOF:
                 stream.eof = True
                 stream.wake.set()

@@ -385,7 +385,9 @@ async def test_calls_without_the_token_are_unauthenticated() -> None:
         await src.stop()
 
 
-async def test_broken_protobuf_and_oversized_messages_end_only_their_stream() -> None:
+async def test_broken_protobuf_and_oversized_messages_end_only_their_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     src = GrpcSource(port=0, max_message_bytes=64 << 10)
     await src.start()
     bystander = GrpcSink(src.address, max_message_bytes=64 << 10)
@@ -417,6 +419,9 @@ async def test_broken_protobuf_and_oversized_messages_end_only_their_stream() ->
                 await call.read()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "ids must increase" in (info.value.details() or "")
+        await until(lambda: src.streams == 1, "the refused calls to end on the server too")
+        ended = [m for name, level, m in caplog.record_tuples if name == "byteor.adapters.grpc"]
+        assert len(ended) == 2 and all(m.startswith("grpc: ending the stream from") for m in ended)
         assert await src.next_batch(10, timeout_s=0.1) == [], "a refused message left records"
         for r in held:
             await r.ack.ack()
