@@ -8,7 +8,7 @@ from byteor.cli._output import EXIT_USAGE, add_json_flag
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure lanes and adapters against peers")
+    bench = sub.add_parser("bench", help="measure lanes, pipelines and adapters against peers")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
     lanes = bench_sub.add_parser(
         "lanes",
@@ -94,6 +94,52 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     adapters.add_argument("--list", action="store_true", help="list the adapter cases and exit")
     adapters.set_defaults(handler=_run_adapters)
 
+    pipeline = bench_sub.add_parser(
+        "pipeline",
+        help="decode -> transform -> encode on every executor against mp.Queue by hand",
+        description=(
+            "Run one 3-stage pipeline (decode JSON -> transform -> encode JSON) on SingleRing"
+            " (1, 2 and 4 processes), LaneGraph SP and LaneGraph MP (2 and 4 processes), per"
+            " message and batched, and the same pipeline hand-written with"
+            " multiprocessing.Queue between processes; print records/s, the ratio to the"
+            " hand-written version and which target to pick for this machine's cores. Every"
+            " run's output is checked byte for byte. Progress goes to stderr. Exit 1 when any"
+            " run fails its checks (a record lost, changed or reordered, a hang)."
+        ),
+    )
+    add_json_flag(pipeline)
+    pipeline.add_argument(
+        "--quick", action="store_true", help="a tenth of the records, one run each (~15 s)"
+    )
+    pipeline.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="only targets matching PATTERN (a glob like 'ring/*' or a substring); repeatable."
+        " The hand-written baseline is kept for the ratios.",
+    )
+    pipeline.add_argument(
+        "--records",
+        type=int,
+        metavar="N",
+        help="records per batched run (default: 600000; per-message runs take a tenth)",
+    )
+    pipeline.add_argument(
+        "--repeat", type=int, metavar="N", help="runs per target and mode (default: 3; --quick 1)"
+    )
+    pipeline.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a run that takes longer fails as hung (default: 120)",
+    )
+    pipeline.add_argument(
+        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
+    )
+    pipeline.add_argument("--list", action="store_true", help="list the targets and exit")
+    pipeline.set_defaults(handler=_run_pipeline)
+
     def _help(args: argparse.Namespace) -> int:
         bench.print_help()
         return EXIT_USAGE
@@ -104,6 +150,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run_lanes(args: argparse.Namespace) -> int:
     # Imported on use: the benchmark pulls in numpy and the peers, the rest of the CLI must not.
     from byteor.bench.lanes import run_cli
+
+    return run_cli(args)
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from byteor.bench.pipeline import run_cli
 
     return run_cli(args)
 
