@@ -35,8 +35,10 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 # aiokafka ships no type hints (no py.typed): its names are Any to mypy.
@@ -166,6 +168,10 @@ class _Entry:
         self.acked = False
 
 
+_offset = attrgetter("offset")
+_value = itemgetter(1)
+
+
 class _Partition:
     """One assigned partition's acknowledgement ledger.
 
@@ -174,44 +180,46 @@ class _Partition:
     ``next_offset`` the next offset to hand out (after a nack: the rewind point).
     """
 
-    __slots__ = ("ledger", "by_offset", "done_to", "committed", "next_offset")
+    __slots__ = ("ledger", "done_to", "committed", "next_offset")
 
     def __init__(self) -> None:
         self.ledger: deque[_Entry] = deque()
-        self.by_offset: dict[int, _Entry] = {}
         self.done_to: int | None = None
         self.committed: int | None = None
         self.next_offset: int | None = None
 
     def admit(self, offset: int) -> _Entry | None:
         """The entry for a fetched record, or ``None`` to skip it (stale, or acked already)."""
-        if self.next_offset is not None and offset < self.next_offset:
+        nxt = self.next_offset
+        if nxt is not None and offset < nxt:
             return None  # fetched before a rewind; what follows the rewind point comes again
         self.next_offset = offset + 1
-        entry = self.by_offset.get(offset)
-        if entry is not None:
-            return None if entry.acked else entry  # redelivered after a nack
         if self.done_to is not None and offset < self.done_to:
-            return None
-        entry = self.by_offset[offset] = _Entry(offset)
-        if self.ledger and self.ledger[-1].offset > offset:
-            at = next(i for i, e in enumerate(self.ledger) if e.offset > offset)
-            self.ledger.insert(at, entry)  # never seen on a real log; kept sorted regardless
-        else:
-            self.ledger.append(entry)
+            return None  # acked, and below the watermark
+        ledger = self.ledger
+        if ledger and offset <= ledger[-1].offset:
+            # Redelivered after a nack: the entry it had (an out-of-order offset, never seen
+            # on a real log, is inserted where it belongs).
+            at = bisect_left(ledger, offset, key=_offset)
+            if ledger[at].offset == offset:
+                entry = ledger[at]
+                return None if entry.acked else entry
+            entry = _Entry(offset)
+            ledger.insert(at, entry)
+            return entry
+        entry = _Entry(offset)
+        ledger.append(entry)
         return entry
 
     def ack(self, entry: _Entry) -> bool:
         """Mark ``entry`` acked; True when the watermark moved."""
         entry.acked = True
-        moved = False
         ledger = self.ledger
+        if ledger[0] is not entry:
+            return False  # something below it is still out
         while ledger and ledger[0].acked:
-            done = ledger.popleft()
-            del self.by_offset[done.offset]
-            self.done_to = done.offset + 1
-            moved = True
-        return moved
+            self.done_to = ledger.popleft().offset + 1
+        return True
 
     def due(self) -> int | None:
         """The offset to commit, when the watermark is past the last commit."""
@@ -236,7 +244,13 @@ class _RecordAck(Ack):
         self._source, self._tp, self._part, self._entry = source, tp, part, entry
 
     def settled(self, ok: bool) -> None:
-        self._source._settled(self._tp, self._part, self._entry, ok)
+        part, entry = self._part, self._entry
+        if self._source._parts.get(self._tp) is not part or entry.acked:
+            return  # the partition was given up (or we stopped): its new owner redelivers
+        if ok:
+            part.ack(entry)
+        else:
+            self._source._rewind(self._tp, part, entry)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -373,19 +387,16 @@ class KafkaSource(Source):
 
     # -- acknowledgements and commits -------------------------------------------------------
 
-    def _settled(self, tp: TopicPartition, part: _Partition, entry: _Entry, ok: bool) -> None:
-        if self._parts.get(tp) is not part or entry.acked:
-            return  # the partition was given up (or we stopped): its new owner redelivers
-        if ok:
-            part.ack(entry)
-        elif part.next_offset is None or entry.offset < part.next_offset:
-            consumer = self._consumer
-            if consumer is not None:
-                try:
-                    consumer.seek(tp, entry.offset)
-                except kerr.IllegalStateError:
-                    return  # being revoked right now: redelivered from the commit
-                part.next_offset = entry.offset
+    def _rewind(self, tp: TopicPartition, part: _Partition, entry: _Entry) -> None:
+        """A nack: the partition is read again from ``entry`` on (unless it already is)."""
+        consumer = self._consumer
+        if consumer is None or (part.next_offset is not None and entry.offset >= part.next_offset):
+            return
+        try:
+            consumer.seek(tp, entry.offset)
+        except kerr.IllegalStateError:
+            return  # being revoked right now: redelivered from the commit
+        part.next_offset = entry.offset
 
     def _due(self, tps: Iterable[TopicPartition] | None = None) -> _Due:
         due: _Due = {}
@@ -531,11 +542,13 @@ class KafkaSource(Source):
                 entry = part.admit(m.offset)
                 if entry is None:
                     continue
-                headers = (
-                    tuple((k, v if v is not None else b"") for k, v in m.headers)
-                    if m.headers
-                    else ()
-                )
+                headers = m.headers
+                if headers:
+                    headers = tuple(headers)
+                    if None in map(_value, headers):  # a null header value
+                        headers = tuple((k, b"" if v is None else v) for k, v in headers)
+                else:
+                    headers = ()
                 out.append(
                     Record(
                         m.value if m.value is not None else b"",
