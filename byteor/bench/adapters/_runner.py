@@ -299,8 +299,15 @@ def _table(
         lines.extend(textwrap.wrap(note, 100))
     for r in results:
         if r["ours"]:
-            lines.append(f"  {r['adapter']} {r['kind']}: ours = {r['ours']}")
-            lines.append(f"  {r['adapter']} {r['kind']}: hand = {r['hand']}")
+            for who in ("ours", "hand"):
+                lines.extend(
+                    textwrap.wrap(
+                        f"{r['adapter']} {r['kind']}: {who} = {r[who]}",
+                        100,
+                        initial_indent="  ",
+                        subsequent_indent="      ",
+                    )
+                )
     return "\n".join(lines)
 
 

@@ -152,7 +152,7 @@ class RabbitMQCase(Case):
     name = "rabbitmq"
     client = "aio-pika"
     address = "127.0.0.1:5672"
-    records = 20_000
+    records = 10_000
     ours_source = (
         "RabbitMQSource.next_batch + ack() of every record (one multiple-ack per run of"
         " settled tags, sent with the next read)"

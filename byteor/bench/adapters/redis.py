@@ -1,7 +1,7 @@
 """Redis Streams: ``RedisSource``/``RedisSink`` against redis.asyncio used by hand.
 
 Source, by hand: ``XREADGROUP GROUP g c COUNT n STREAMS s >``, then ``XACK s g id...`` of the
-batch — two round trips a batch, like ours (which sends the XACK before its next read).
+batch — two round trips a batch, where ours sends the XACK in one pipeline with its next read.
 Sink, by hand: one non-transactional pipeline of ``XADD s * p <payload>`` per batch, confirmed
 when every entry got an id — the same commands ours sends.
 """
@@ -122,7 +122,8 @@ class RedisCase(Case):
     address = "127.0.0.1:6379"
     records = 50_000
     ours_source = (
-        "RedisSource.next_batch + ack() of every record (XREADGROUP; XACK with the next read)"
+        "RedisSource.next_batch + ack() of every record (the XACKs pipelined with the next"
+        " XREADGROUP)"
     )
     hand_source = "redis.asyncio: XREADGROUP COUNT n, then XACK of the batch's ids"
     ours_sink = "RedisSink.write_batch (XADD pipelined per batch)"
