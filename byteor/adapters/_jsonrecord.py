@@ -65,8 +65,11 @@ def record_object(rec: OutRecord, key: str | None = None) -> dict[str, Any]:
     return obj
 
 
+_B64: Final = {"payload": "payload_b64", "key": "key_b64", "value": "value_b64"}
+
+
 def _get_bytes(obj: Mapping[str, Any], name: str, where: str, *, required: bool) -> bytes | None:
-    text, b64 = obj.get(name), obj.get(name + "_b64")
+    text, b64 = obj.get(name), obj.get(_B64[name])
     if text is not None and b64 is not None:
         raise BadRecord(f"{where}: give {name} or {name}_b64, not both")
     if text is not None:
@@ -97,8 +100,8 @@ def read_record(obj: object, where: str, fields: frozenset[str] = RECORD_FIELDS)
     """
     if not isinstance(obj, dict):
         raise BadRecord(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - fields)
-    if unknown:
+    if not fields.issuperset(obj):
+        unknown = sorted(set(obj) - fields)
         raise BadRecord(
             f"{where}: unknown field {unknown[0]!r} (a record has "
             f"{', '.join(_field_names(fields))})"

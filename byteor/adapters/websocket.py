@@ -130,13 +130,16 @@ MAX_ID_CHARS: Final = 256
 #: The largest frame the sink reads (the server sends only small control messages).
 _CLIENT_MAX_SIZE: Final = 16 << 20
 _FIELDS: Final = RECORD_FIELDS | {"id"}
+#: How long the server waits for a client at stop (acks, then the closing handshake).
+_CLOSE_TIMEOUT_S: Final = 5.0
 _NAME: Final = "websocket"
 
 OnNack = Literal["resend", "raise"]
 
 
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+#: Compact JSON, UTF-8 text kept readable (one encoder: ``json.dumps`` with arguments builds
+#: a new one per call, a visible cost at one call per record).
+_dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def encode_message(records: Sequence[OutRecord], ids: Sequence[str]) -> str:
@@ -209,7 +212,7 @@ class _EntryAck(Ack):
     __slots__ = ("_src", "_conn", "_rid", "_epoch")
 
     def __init__(self, src: WebSocketSource, conn: _Conn, rid: str, epoch: int) -> None:
-        super().__init__()
+        Ack.__init__(self)
         self._src, self._conn, self._rid, self._epoch = src, conn, rid, epoch
 
     def settled(self, ok: bool) -> None:
@@ -346,7 +349,7 @@ class WebSocketSource(Source):
                 max_size=self._max_bytes,
                 ping_interval=self._ping,
                 ping_timeout=self._ping,
-                close_timeout=5,
+                close_timeout=_CLOSE_TIMEOUT_S,
                 server_header=None,
             )
         except OSError as exc:
@@ -362,9 +365,16 @@ class WebSocketSource(Source):
         if server is None:
             return
         self._closing = True
-        for conn in list(self._conns):
+
+        async def tell(conn: _Conn) -> None:
             with contextlib.suppress(ConnectionClosed):
-                await self._answer(conn)  # what downstream settled is told before closing
+                await self._answer(conn)
+
+        # What downstream settled is told before closing (bounded: a client that reads
+        # nothing must not hold the stop up).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await asyncio.gather(*(tell(c) for c in list(self._conns)))
         self._epoch += 1  # settlements of records handed out so far no longer count
         server.close()  # every connection: 1001 going away; clients resend what was unacked
         try:
@@ -606,12 +616,11 @@ class WebSocketSource(Source):
             ) from None
         except (ValueError, RecursionError) as exc:  # a huge integer, nesting too deep
             raise _Refused(f"not valid JSON ({type(exc).__name__}: {exc})") from None
-        ids = _ids_of(doc)
         objs: list[Any]
         if isinstance(doc, dict):
-            objs, single = [doc], True
+            objs = [doc]
         elif isinstance(doc, list):
-            objs, single = doc, False
+            objs = doc
         else:
             raise _Refused(
                 f"a message is a record object or an array of them, got {type(doc).__name__}"
@@ -620,12 +629,32 @@ class WebSocketSource(Source):
             raise _Refused(
                 f"a message of {len(objs)} records can never be admitted: at most "
                 f"{self._max_in_flight} records are in flight per connection; split it",
-                ids,
+                _ids_of(doc),
             )
+        # The fast path checks without building messages; on any problem, _explain says what.
+        ids: list[str] = []
         records: list[OutRecord] = []
+        unanswered = conn.ids
+        try:
+            for obj in objs:
+                rid = obj.get("id") if type(obj) is dict else None
+                if type(rid) is not str or not 0 < len(rid) <= MAX_ID_CHARS or rid in unanswered:
+                    raise BadRecord(rid)
+                ids.append(rid)
+                records.append(read_record(obj, "", _FIELDS))
+            if len(set(ids)) != len(ids):
+                raise BadRecord("a repeated id")
+        except BadRecord:
+            self._explain(conn, doc, objs)
+            raise  # not reached: _explain raises
+        return ids, records
+
+    def _explain(self, conn: _Conn, doc: object, objs: list[Any]) -> None:
+        """Raise the :class:`_Refused` that says what is wrong with a message's records."""
+        ids = _ids_of(doc)
         seen: set[str] = set()
         for i, obj in enumerate(objs):
-            where = "the record" if single else f"records[{i}]"
+            where = "the record" if isinstance(doc, dict) else f"records[{i}]"
             if isinstance(obj, dict):
                 rid = obj.get("id")
                 if not isinstance(rid, str) or not _valid_id(rid):
@@ -642,10 +671,10 @@ class WebSocketSource(Source):
                     )
                 seen.add(rid)
             try:
-                records.append(read_record(obj, where, _FIELDS))
+                read_record(obj, where, _FIELDS)
             except BadRecord as exc:
                 raise _Refused(str(exc), ids) from None
-        return ids, records
+        raise AssertionError("a message the fast path refused passed every check")
 
 
 # -- the sink ------------------------------------------------------------------------------
@@ -678,30 +707,43 @@ _PENDING, _SENT, _DONE = 0, 1, 2
 
 
 class _Window:
-    """One write's records: their encoded objects and where each stands.
+    """One write's records: their JSON objects and where each stands.
 
     ``cursor`` is the lowest index that may still need sending; a reconnect, a nack or a
     slow frame moves it back, so resends go out in the order of the batch. ``resume`` is the
     record a ``slow`` frame's ``resume_from`` names: the next message must start with it.
     """
 
-    __slots__ = ("ids", "texts", "index", "state", "sent_before", "cursor", "in_flight",
-                 "done", "not_before", "resume", "largest")  # fmt: skip
+    __slots__ = ("records", "ids", "objs", "index", "state", "sent_before", "cursor",
+                 "in_flight", "done", "not_before", "resume")  # fmt: skip
 
     def __init__(self, records: Sequence[OutRecord], first_id: int) -> None:
+        self.records = records
         self.ids = [str(first_id + i) for i in range(len(records))]
-        self.texts: list[bytes] = []
+        self.objs: list[dict[str, Any]] = []
         for rec, rid in zip(records, self.ids, strict=True):
             obj = record_object(rec, idempotency_key(rec))
             obj["id"] = rid
-            self.texts.append(_dumps(obj).encode())
+            self.objs.append(obj)
         self.index = {rid: i for i, rid in enumerate(self.ids)}
         self.state = bytearray(len(records))
         self.sent_before = bytearray(len(records))
         self.cursor = self.in_flight = self.done = 0
         self.not_before = 0.0
         self.resume: int | None = None
-        self.largest = max(map(len, self.texts), default=0)
+
+    def too_large(self, limit: int) -> int:
+        """The encoded size of the first record that cannot fit in a message of ``limit``
+        bytes, else 0. Only records whose size could come near it are encoded to know: JSON
+        takes at most 6 bytes per byte of content (a control character escaped)."""
+        for i, rec in enumerate(self.records):
+            raw = len(rec.payload) + len(rec.key or b"")
+            raw += 2 * sum(len(n) * 3 + len(v) for n, v in rec.headers)  # a key may repeat one
+            if 6 * raw + 64 * len(rec.headers) + 256 > limit:
+                size = len(_dumps([self.objs[i]]).encode())
+                if size > limit:
+                    return size
+        return 0
 
     def again(self, i: int) -> None:
         """Record ``i`` goes out again (it was sent and not acked)."""
@@ -1028,33 +1070,37 @@ class WebSocketSink(Sink):
             w.resume = None
             if i < n:
                 start = i
-        parts: list[bytes] = []
-        size, i = 2, start
-        texts, sent_before, limit = w.texts, w.sent_before, self._limit_bytes
-        while i < n and len(parts) < room:
+        run: list[int] = []
+        i = start
+        while i < n and len(run) < room:
             s = state[i]
             if s == _DONE:
                 i += 1
                 continue
             if s == _SENT:
                 break
-            t = texts[i]
-            if parts and size + len(t) + 1 > limit:
-                break
-            parts.append(t)
-            size += len(t) + 1
-            state[i] = _SENT
-            if sent_before[i]:
-                self._resent += 1
-            sent_before[i] = 1
+            run.append(i)
             i += 1
-        if start == w.cursor:
-            w.cursor = i
-        if not parts:
+        if not run:
+            if start == w.cursor:
+                w.cursor = i
             return None
-        w.in_flight += len(parts)
-        self._sent += len(parts)
-        return b"[" + b",".join(parts) + b"]"
+        objs = w.objs
+        message = _dumps([objs[j] for j in run]).encode()
+        while len(message) > self._limit_bytes and len(run) > 1:
+            run = run[: len(run) // 2]  # big records: fewer per message (too_large said 1 fits)
+            message = _dumps([objs[j] for j in run]).encode()
+        if start == w.cursor:
+            w.cursor = run[-1] + 1
+        sent_before = w.sent_before
+        for j in run:
+            state[j] = _SENT
+            if sent_before[j]:
+                self._resent += 1
+            sent_before[j] = 1
+        w.in_flight += len(run)
+        self._sent += len(run)
+        return message
 
     async def write_batch(self, records: Sequence[OutRecord]) -> None:
         if not self._started:
@@ -1079,9 +1125,9 @@ class WebSocketSink(Sink):
                 if self._ws is None or self._ws is not ws:
                     ws = await self._connected()
                     w.all_again()
-                    if w.largest + 2 > self._limit_bytes:
+                    if largest := w.too_large(self._limit_bytes):
                         raise AdapterError(
-                            f"websocket: a record of {w.largest} bytes (encoded) is larger than "
+                            f"websocket: a record of {largest} bytes (encoded) is larger than "
                             f"{self._url} takes in a message ({self._limit_bytes} bytes, its "
                             f"max_message_bytes)",
                             adapter=_NAME,

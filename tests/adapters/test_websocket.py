@@ -752,6 +752,23 @@ async def test_an_oversized_message_closes_that_connection_only(source: Any) -> 
     assert src.statistics().admitted == 1, "a batch with a record too large sends nothing"
 
 
+async def test_big_records_go_fewer_to_a_message(source: Any) -> None:
+    src = await source(max_message_bytes=4096)
+    sink = WebSocketSink(src.url, message_records=10, backoff=QUICK)
+    await sink.start()
+    sent = [OutRecord(bytes([65 + i]) * 1500) for i in range(7)]
+    write = asyncio.create_task(sink.write_batch(sent))
+    got: list[bytes] = []
+    while len(got) < 7:
+        for r in await src.next_batch(10, timeout_s=5):
+            got.append(r.payload)
+            await r.ack.ack()
+    await asyncio.wait_for(write, 10)
+    assert got == [r.payload for r in sent]
+    assert src.statistics().refused == 0, "no message over the limit was sent"
+    await sink.stop()
+
+
 async def test_sink_against_a_closed_port_says_so() -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}/records"
