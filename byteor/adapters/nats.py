@@ -114,8 +114,6 @@ FLUSH_TIMEOUT_S: Final = 2.0
 #: The shortest fetch we ask JetStream for: a fetch is a round trip even when nothing waits.
 FETCH_MIN_S: Final = 0.05
 
-Mode = Literal["core", "jetstream"]
-
 _ERRORS: dict[type[BaseException], type[AdapterError]] = {
     nerr.AuthorizationError: AdapterAuthError,
     nerr.NoServersError: AdapterUnreachable,
