@@ -33,6 +33,7 @@ See ``_platform`` for the memory-ordering assumptions and how sleeping works.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import weakref
@@ -78,6 +79,35 @@ __all__ = ["Producer", "Consumer", "BytesLike"]
 BytesLike = bytes | bytearray | memoryview
 
 _LEN_MASK: Final = 0xFFFFFFFF
+
+
+def _write_rows(
+    buf: Any, off: int, stride: int, items: Sequence[BytesLike], lengths: list[int]
+) -> None:
+    """Write ``items`` at ``off``, ``off + stride``, ... (their ``lengths`` known).
+
+    Eight or more go with one strided numpy copy of rows as long as the longest: equal lengths
+    from one join, others padded by numpy from a list of ``bytes`` (what lies past a message's
+    length is not part of it). Fewer, or bytes-likes numpy will not pad, go one by one.
+    """
+    count = len(lengths)
+    longest = max(lengths) if lengths else 0
+    if count >= 8 and longest:
+        rows: npt.NDArray[np.uint8] | None = None
+        if min(lengths) == longest:
+            rows = np.frombuffer(b"".join(items), dtype=np.uint8)
+        else:
+            with contextlib.suppress(ValueError, TypeError):  # a bytearray or memoryview
+                rows = np.array(items, dtype=f"S{longest}").view(np.uint8)
+        if rows is not None:
+            dest: npt.NDArray[np.uint8] = np.ndarray(
+                shape=(count, longest), dtype=np.uint8, buffer=buf, offset=off, strides=(stride, 1)
+            )
+            dest[...] = rows.reshape(count, longest)
+            return
+    for data, n in zip(items, lengths, strict=True):
+        buf[off : off + n] = data
+        off += stride
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -323,25 +353,7 @@ class Producer(AsyncProducerMixin):
                     f"{self._seg.name!r} (slot_bytes={self._slot}); the {start} before "
                     "its chunk were sent"
                 )
-            off = self._pay + i * self._slot
-            if count >= 8 and min(lengths) == longest:
-                # Equal lengths: one join and one strided numpy copy instead of a loop.
-                dest: npt.NDArray[np.uint8] = np.ndarray(
-                    shape=(count, longest),
-                    dtype=np.uint8,
-                    buffer=self._buf,
-                    offset=off,
-                    strides=(self._slot, 1),
-                )
-                dest[...] = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(
-                    count, longest
-                )
-            else:
-                buf = self._buf
-                slot = self._slot
-                for data, n in zip(chunk, lengths, strict=True):
-                    buf[off : off + n] = data
-                    off += slot
+            _write_rows(self._buf, self._pay + i * self._slot, self._slot, chunk, lengths)
             # Strided stores through the word view: cheaper than numpy for short chunks.
             q[d : d + 2 * count : 2] = array("Q", lengths)
         q[d + 1 : d + 1 + 2 * count : 2] = array("Q", range(h, h + count))
@@ -922,21 +934,7 @@ class Consumer(AsyncConsumerMixin):
         if longest > slot:
             raise MessageTooLarge(f"{longest} bytes exceed slot_bytes={slot}")
         i = first & self._mask  # a received batch never crosses the ring's end
-        off = self._pay + i * slot
-        if count >= 8 and min(lengths) == longest:
-            dest: npt.NDArray[np.uint8] = np.ndarray(
-                shape=(count, longest),
-                dtype=np.uint8,
-                buffer=self._buf,
-                offset=off,
-                strides=(slot, 1),
-            )
-            dest[...] = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(count, longest)
-        else:
-            buf = self._buf
-            for data, n in zip(items, lengths, strict=True):
-                buf[off : off + n] = data
-                off += slot
+        _write_rows(self._buf, self._pay + i * slot, slot, items, lengths)
         d = self._desc + 2 * i
         self._q[d : d + 2 * count : 2] = array("Q", lengths)
 
