@@ -262,6 +262,24 @@ async def test_sink_sends_ids_and_idempotency_keys_and_resends_a_nack_unchanged(
     assert json.loads(encode_message(recs[:1], ["x"])) == [first[0] | {"id": "x"}]
 
 
+def test_a_record_reads_and_dedupes_as_in_the_http_batch_format() -> None:
+    """One record format and one idempotency key for HTTP and WebSocket: a record forwarded
+    from one to the other keeps its key."""
+    from byteor.adapters import http
+
+    recs = [
+        OutRecord(b"text", b"user-1", (("trace", b"7"), ("trace", b"8"))),
+        OutRecord(b"\x00\xff", b"\xfe", (("bin", b"\xff"),)),
+        OutRecord(b"", None, (("Idempotency-Key", b"order-17"),)),
+    ]
+    keys = [idempotency_key(r) for r in recs]
+    assert keys == [http.idempotency_key(r) for r in recs] and keys[2] == "order-17"
+    lines = [json.loads(x) for x in http.encode_batch(recs, keys=keys).splitlines()]
+    objs = json.loads(encode_message(recs, ["a", "b", "c"]))
+    assert [o.pop("id") for o in objs] == ["a", "b", "c"]
+    assert objs == lines
+
+
 async def test_on_nack_raise_fails_the_write_as_retriable(source: Any) -> None:
     src = await source()
     sink = WebSocketSink(src.url, on_nack="raise", backoff=QUICK)
