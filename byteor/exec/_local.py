@@ -20,6 +20,7 @@ Spec parameters (``source.<name>.param.*`` / ``sink.<name>.param.*``):
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import select
@@ -182,6 +183,10 @@ class GeneratorSource:
         self._i = self._count
 
 
+def _as_bytes(item: bytes | str | bytearray | memoryview) -> bytes:
+    return item.encode("utf-8") if isinstance(item, str) else bytes(item)
+
+
 class IterableSource:
     """Records from an iterable of bytes or str (the ``memory`` source)."""
 
@@ -195,12 +200,12 @@ class IterableSource:
     def poll(self, max_count: int) -> list[bytes] | None:
         if self._done:
             return None
-        out: list[bytes] = []
-        for item in self._it:
-            out.append(item.encode("utf-8") if isinstance(item, str) else bytes(item))
-            if len(out) >= max_count:
-                return out
-        self._done = True
+        out = [
+            item if type(item) is bytes else _as_bytes(item)
+            for item in itertools.islice(self._it, max_count)
+        ]
+        if len(out) < max_count:
+            self._done = True
         return out or None
 
     def close(self) -> None:
