@@ -83,10 +83,19 @@ class S3Harness(Harness):
         return sink
 
     async def produce(self, records: Sequence[OutRecord]) -> None:
+        # Written concurrently: each completes before produce returns, and the key, not the
+        # time of upload, decides the order.
+        gate = asyncio.Semaphore(8)
+
+        async def put(key: str, rec: OutRecord) -> None:
+            async with gate:
+                await self.client.put_object(Bucket=self.bucket, Key=key, Body=encode_object([rec]))
+
+        puts = []
         for rec in records:
-            key = object_key(f"{self.prefix}up/", self.upstream, self.upstream)
+            puts.append(put(object_key(f"{self.prefix}up/", self.upstream, self.upstream), rec))
             self.upstream += 1
-            await self.client.put_object(Bucket=self.bucket, Key=key, Body=encode_object([rec]))
+        await asyncio.gather(*puts)
 
     async def keys(self, prefix: str | None = None) -> list[str]:
         out: list[str] = []
@@ -134,13 +143,16 @@ class S3Harness(Harness):
                 pass
 
 
+#: One session for the module's clients (a new one loads botocore's S3 model again).
+SESSION = aioboto3.Session(
+    aws_access_key_id="byteor", aws_secret_access_key="byteor", region_name="us-east-1"
+)
+
+
 @pytest.fixture
 async def harness() -> AsyncIterator[S3Harness]:
-    session = aioboto3.Session(
-        aws_access_key_id="byteor", aws_secret_access_key="byteor", region_name="us-east-1"
-    )
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(session.client("s3", endpoint_url=URL))
+        client = await stack.enter_async_context(SESSION.client("s3", endpoint_url=URL))
         h = S3Harness(client)
         await h.create()
         try:
@@ -151,6 +163,16 @@ async def harness() -> AsyncIterator[S3Harness]:
 
 class TestS3Conformance(ConformanceTests):
     pass  # the module-level `harness` fixture serves
+
+
+async def _collect(src: S3Source, n: int, deadline_s: float = 10.0) -> list[Record]:
+    """Exactly ``n`` records (fewer only if they stop coming within ``deadline_s``)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    got: list[Record] = []
+    while len(got) < n and loop.time() < end:
+        got += await src.next_batch(n - len(got), timeout_s=0.5)
+    return got
 
 
 async def _drain(src: S3Source, *, quiet_s: float = 0.3, ack: bool = True) -> list[Record]:
@@ -390,7 +412,7 @@ async def test_the_checkpoint_waits_for_every_record_of_an_object(harness: S3Har
     await sink.stop()
     keys = await harness.keys()
     src = await harness.new_source()
-    got = await src.next_batch(6, timeout_s=2.0)
+    got = await _collect(src, 6)
     assert len(got) == 6
     await got[2].ack.ack()
     await got[3].ack.ack()  # object 1 done, object 0 not: the checkpoint stays put
@@ -414,7 +436,7 @@ async def test_objects_written_later_are_picked_up(harness: S3Harness) -> None:
     src = await harness.new_source()
     assert len(await _drain(src, quiet_s=0.2)) == 5
     await sink.write_batch(_records(5, "late"))
-    got = await src.next_batch(100, timeout_s=5.0)  # listed again after the last key
+    got = await _collect(src, 5)  # listed again after the last key
     assert [r.payload for r in got] == [f"late{i}".encode() for i in range(5)]
     for r in got:
         await r.ack.ack()
@@ -426,7 +448,7 @@ async def test_a_file_checkpoint(harness: S3Harness, tmp_path: Path) -> None:
     await harness.produce(_records(4))
     path = tmp_path / "ck" / "in.json"
     src = await harness.new_source(checkpoint="file", checkpoint_path=str(path))
-    got = await src.next_batch(3, timeout_s=2.0)
+    got = await _collect(src, 3)
     for r in got:
         await r.ack.ack()
     await src.stop()
@@ -497,6 +519,89 @@ async def test_consumer_killed_mid_stream_loses_nothing(harness: S3Harness) -> N
     await src.stop()
     # Object 3 comes again whole (its 5 acked records too); nothing before it, nothing lost.
     assert [r.out() for r in got] == sent[30:]
+
+
+class _Forwarder:
+    """A TCP forwarder to moto that can be cut (listener closed, connections reset) and
+    brought back on the same port: an outage of the server, as the client sees it."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", 5000)
+        except OSError:
+            writer.close()
+            return
+        self._conns |= {writer, up_w}
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        self._conns -= {writer, up_w}
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for w in list(self._conns):
+            w.transport.abort()
+
+
+async def test_an_outage_mid_stream_loses_nothing_and_repeats_nothing(harness: S3Harness) -> None:
+    fwd = _Forwarder()
+    await fwd.start()
+    ep = S3Endpoint(url=f"http://127.0.0.1:{fwd.port}", access_key_id="byteor",
+                    secret_access_key="byteor", max_attempts=1)  # fmt: skip
+    sink = S3Sink(harness.bucket, harness.prefix, endpoint=ep)
+    src = S3Source(harness.bucket, harness.prefix, endpoint=ep, poll_ms=50, prefetch=1)
+    await sink.start()
+    await src.start()
+    batches = [_records(5, f"a{i}-") for i in range(4)]
+    for batch in batches:
+        await sink.write_batch(batch)
+    first = await _collect(src, 5)
+    assert [r.out() for r in first] == batches[0]
+    await fwd.cut()
+    with pytest.raises(AdapterUnreachable):
+        await src.next_batch(10, timeout_s=1.0)  # the GET of the next object fails
+    assert not src.health().connected
+    for r in first:
+        await r.ack.ack()
+    with pytest.raises(AdapterUnreachable):
+        await src.next_batch(10, timeout_s=1.0)  # storing the checkpoint fails
+    late = _records(5, "b")
+    with pytest.raises(AdapterUnreachable):
+        await sink.write_batch(late)
+    assert not sink.health().connected
+    await fwd.start()  # the same port again
+    await sink.write_batch(late)  # the caller's retry
+    assert sink.health().connected
+    rest = await _drain(src)
+    assert [r.out() for r in rest] == [*batches[1], *batches[2], *batches[3], *late]
+    assert src.health().connected
+    await src.stop()
+    await sink.stop()
+    await fwd.cut()
+    keys = await harness.keys()
+    assert len(keys) == 5, "the retried write made one object"
+    stored = json.loads(await harness.body(f"{CHECKPOINT_AREA}byteor.json"))
+    assert stored["after"] == keys[-1]
 
 
 # --- errors, registry ---------------------------------------------------------------------
