@@ -53,7 +53,7 @@ def test_stages_rewrite_batches_in_place(
     sent = [b"%02d" % i if same_length else b"r" * (i % 4) for i in range(12)]
     tx.send_batch(sent)
     batch = s1.receive_batch_nowait(16, copy=True)
-    assert batch == sent
+    assert batch == sent and all(type(m) is bytes for m in batch)
     with pytest.raises(bl.WouldBlock):  # s2 reads after s1, which has not released yet
         s2.receive_batch_nowait(16)
     new = [b"<" + m + b">" for m in batch]  # type: ignore[operator]
