@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import signal
 import socket
 import sys
@@ -310,13 +311,18 @@ class _ReplyLost(S3Sink):
             raise AdapterUnreachable("s3", URL, "injected: the reply was lost")
 
 
-async def test_a_retried_batch_overwrites_its_objects(harness: S3Harness) -> None:
+async def test_a_retried_batch_overwrites_its_objects(
+    harness: S3Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = _records(30, "a", size=100), _records(5, "b")
     sink = _ReplyLost(harness.bucket, harness.prefix, endpoint=EP, roll_bytes=1200)
     sink.lose = 1  # the batch makes 3 objects; the second one's reply is lost
     await sink.start()
     with pytest.raises(AdapterUnreachable):
         await sink.write_batch(first)
+    assert [(n, lvl) for n, lvl, m in caplog.record_tuples if "upload of" in m] == [
+        ("byteor.adapters.s3", logging.WARNING)
+    ]
     landed = await harness.keys()
     assert len(landed) == 2, "the first two objects are in S3 although the write failed"
     await sink.write_batch(first)  # the caller retries the same batch
