@@ -90,12 +90,13 @@ def _take(rx: lanes.Consumer, count: int) -> list[bytes]:
     return rx.receive_batch_nowait(count, copy=True)  # type: ignore[return-value]
 
 
-def _put(rx: lanes.Consumer, items: list[bytes]) -> None:
-    """Rewrite in place the slots :func:`_take` took (one alone: the last one received)."""
+def _put(rx: lanes.Consumer, items: list[bytes]) -> int:
+    """Rewrite in place the slots :func:`_take` took (one alone: the last one received);
+    returns the longest item's length."""
     if len(items) == 1:
         rx.rewrite(items[0])
-    else:
-        rx.rewrite_batch(items)
+        return len(items[0])
+    return rx.rewrite_batch(items)
 
 
 def _records_of(slots: list[bytes], limit: int, room: int) -> list[bytes]:
@@ -111,17 +112,21 @@ def _records_of(slots: list[bytes], limit: int, room: int) -> list[bytes]:
     return out
 
 
+def _too_long(who: str, size: int, limit: int) -> ExecError:
+    return ExecError(
+        f"{who} emitted a record of {size} bytes; the ring's slot_bytes is {limit}: "
+        "raise lane slot_bytes"
+    )
+
+
 def _lay_out(records: list[bytes], slots: int, limit: int, room: int, who: str) -> list[bytes]:
-    """``records`` laid over ``slots`` slots in order (see the theory of operation)."""
+    """``records`` laid over ``slots`` slots in order (see the theory of operation). One record
+    a slot is the records as they are: the caller checks their lengths as it writes them."""
     n = len(records)
-    if n and max(map(len, records)) > limit:
-        big = max(map(len, records))
-        raise ExecError(
-            f"{who} emitted a record of {big} bytes; the ring's slot_bytes is {limit}: "
-            "raise lane slot_bytes"
-        )
     if n == slots:
         return records
+    if n and max(map(len, records)) > limit:
+        raise _too_long(who, max(map(len, records)), limit)
     if n < slots:
         none = _marked(_NONE, b"", room)
         return records + [none] * (slots - n)
@@ -226,7 +231,13 @@ class _RingStage(_Node):
                         )
                 out = result.ports[0] if result.ports else []
                 c.records_out += len(out)
-                _put(rx, _lay_out(out, len(slots), limit, room, self.who))
+                laid = _lay_out(out, len(slots), limit, room, self.who)
+                try:
+                    longest = _put(rx, laid)
+                except lanes.MessageTooLarge:
+                    longest = room + 1
+                if longest > limit and laid is out:
+                    raise _too_long(self.who, max(map(len, out)), limit)
         except lanes.WouldBlock:
             pass
         except lanes.LaneClosed:

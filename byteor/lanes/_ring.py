@@ -82,16 +82,15 @@ _LEN_MASK: Final = 0xFFFFFFFF
 
 
 def _write_rows(
-    buf: Any, off: int, stride: int, items: Sequence[BytesLike], lengths: list[int]
+    buf: Any, off: int, stride: int, items: Sequence[BytesLike], lengths: list[int], longest: int
 ) -> None:
-    """Write ``items`` at ``off``, ``off + stride``, ... (their ``lengths`` known).
+    """Write ``items`` at ``off``, ``off + stride``, ... (their ``lengths`` and the longest known).
 
     Eight or more go with one strided numpy copy of rows as long as the longest: equal lengths
     from one join, others padded by numpy from a list of ``bytes`` (what lies past a message's
     length is not part of it). Fewer, or bytes-likes numpy will not pad, go one by one.
     """
     count = len(lengths)
-    longest = max(lengths) if lengths else 0
     if count >= 8 and longest:
         rows: npt.NDArray[np.uint8] | None = None
         if min(lengths) == longest:
@@ -353,7 +352,8 @@ class Producer(AsyncProducerMixin):
                     f"{self._seg.name!r} (slot_bytes={self._slot}); the {start} before "
                     "its chunk were sent"
                 )
-            _write_rows(self._buf, self._pay + i * self._slot, self._slot, chunk, lengths)
+            off = self._pay + i * self._slot
+            _write_rows(self._buf, off, self._slot, chunk, lengths, longest)
             # Strided stores through the word view: cheaper than numpy for short chunks.
             q[d : d + 2 * count : 2] = array("Q", lengths)
         q[d + 1 : d + 1 + 2 * count : 2] = array("Q", range(h, h + count))
@@ -916,12 +916,13 @@ class Consumer(AsyncConsumerMixin):
         self._buf[off : off + n] = data
         self._q[self._desc + 2 * i] = n
 
-    def rewrite_batch(self, items: Sequence[BytesLike]) -> None:
+    def rewrite_batch(self, items: Sequence[BytesLike]) -> int:
         """Replace, in place and in order, the payloads of the batch last received with
         :meth:`receive_batch`: one item per message (SequencedSlots stages).
 
-        Items of one length are written with one strided copy, like :meth:`Producer.send_batch`.
-        Call it before the next receive or ``release()``, which hand the slots on downstream.
+        Items are written with one strided copy, like :meth:`Producer.send_batch`. Call it
+        before the next receive or ``release()``, which hand the slots on downstream. Returns
+        the longest item's length (a caller with a tighter bound checks it without a pass).
         """
         first = self._batch_from
         count = self._pos - first
@@ -934,16 +935,17 @@ class Consumer(AsyncConsumerMixin):
                 f"rewrite_batch() got {len(items)} item(s) for a batch of {count} message(s)"
             )
         if not count:
-            return
+            return 0
         lengths = list(map(len, items))
         longest = max(lengths)
         slot = self._slot
         if longest > slot:
             raise MessageTooLarge(f"{longest} bytes exceed slot_bytes={slot}")
         i = first & self._mask  # a received batch never crosses the ring's end
-        _write_rows(self._buf, self._pay + i * slot, slot, items, lengths)
+        _write_rows(self._buf, self._pay + i * slot, slot, items, lengths, longest)
         d = self._desc + 2 * i
         self._q[d : d + 2 * count : 2] = array("Q", lengths)
+        return longest
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -117,6 +117,17 @@ def test_skip_counts_and_fail_names_the_record() -> None:
     assert info.value.stage == "s0" and info.value.index == 0
 
 
+@pytest.mark.parametrize("batch", [1, 64])
+def test_a_record_longer_than_slot_bytes_fails_the_run(batch: int) -> None:
+    spec = ring_spec([("byteor_exec_testops:Nested.twice", {})], count=20, slot=64)
+    ex = SingleRing(spec, sinks={"out0": ListSink()}, batch=batch)
+    with pytest.raises(
+        ExecError, match=r"stage 's0' emitted a record of \d+ bytes.*slot_bytes is 64"
+    ):
+        ex.run()
+    assert leftovers(ex.run_id) == []
+
+
 def test_refuses_a_lane_graph_and_end_of_stream_records() -> None:
     spec = ring_spec([("byteor_exec_testops:Suffix", {})], count=3)
     with pytest.raises(ExecError, match="emits records at the end of the stream"):
@@ -153,7 +164,7 @@ def test_slots_that_no_run_wrote_are_refused() -> None:
     with pytest.raises(ExecError, match="no record this run wrote"):
         _records_of([b"x" * 71 + b"?"], 64, 72)
     with pytest.raises(ExecError, match="raise lane slot_bytes"):
-        _lay_out([b"x" * 65], 1, 64, 72, "stage 'x'")
+        _lay_out([b"x" * 65], 2, 64, 72, "stage 'x'")
     with pytest.raises(ExecError, match="raise lane slot_bytes"):
         _lay_out([b"x" * 40, b"y" * 40], 1, 64, 72, "stage 'x'")
 
