@@ -71,7 +71,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="only these adapters (comma-separated, repeatable; default: all)",
     )
     adapters.add_argument(
-        "--records", type=int, metavar="N", help="records per run (default: 50000; --quick 5000)"
+        "--records",
+        type=int,
+        metavar="N",
+        help="records per run (default: each adapter its own count, about a second a run)",
     )
     adapters.add_argument("--size", type=int, metavar="BYTES", help="payload size (default: 128)")
     adapters.add_argument("--batch", type=int, metavar="N", help="records per batch (default: 500)")
@@ -79,7 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--repeat", type=int, metavar="N", help="runs per side (default: 3; --quick 1)"
     )
     adapters.add_argument(
-        "--quick", action="store_true", help="5000 records, one run per side (seconds)"
+        "--quick", action="store_true", help="a tenth of the records, one run per side (~10 s)"
     )
     adapters.add_argument(
         "--timeout",
