@@ -1122,6 +1122,14 @@ class WebSocketSink(Sink):
             while w.done < len(w.ids):
                 if self._failure is not None:
                     raise self._failure
+                if not self._started:
+                    raise AdapterError(
+                        f"websocket: the sink was stopped during a write ({len(w.ids) - w.done} "
+                        f"records unconfirmed)",
+                        adapter=_NAME,
+                        address=self._url,
+                        retriable=True,
+                    )
                 if self._ws is None or self._ws is not ws:
                     ws = await self._connected()
                     w.all_again()

@@ -356,7 +356,11 @@ async def test_a_write_returns_only_after_downstream_acks(source: Any) -> None:
         await r.ack.ack()
     await asyncio.wait_for(write, 10)
     assert sink.health().connected
+    write = asyncio.create_task(sink.write_batch([OutRecord(b"never acked")]))
+    await take(src, 1)
     await sink.stop()
+    with pytest.raises(AdapterError, match="stopped during a write"):
+        await asyncio.wait_for(write, 10)
     assert not sink.health().connected
 
 
