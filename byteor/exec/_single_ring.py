@@ -59,6 +59,10 @@ _run_ids = itertools.count()
 _TAG_ROOM: Final = 8  # bytes added to each slot for the marks (slot sizes are multiples of 8)
 _MARK: Final = struct.Struct("<Ic")  # at the end of a marked slot: framed length, tag
 _NONE, _FRAMED = b"N", b"F"
+# How a process of a multi-process run waits for the ring: a short spin (another process on
+# another core answers within microseconds), a few yields, then asleep until woken.
+_WAIT: Final = lanes.WaitStrategy(spins=100, yields=20, sleep_slice=0.002)
+_WAITER_TIMEOUT_S: Final = 0.005
 
 
 def _marked(tag: bytes, content: bytes, room: int) -> bytes:
@@ -166,6 +170,16 @@ class _RingOutbox(_Outbox):
         return super().flush()
 
 
+class _RingSource(_SourceNode):
+    """The source (LaneGraph SP's), noting whether its last visit moved anything."""
+
+    progressed = False
+
+    def run(self, batch: int, stop: StopToken) -> bool:
+        self.progressed = super().run(batch, stop)
+        return self.progressed
+
+
 class _RingStage(_Node):
     """A stage: batches of slots in, ``step_batch``, the results back into the same slots."""
 
@@ -187,6 +201,7 @@ class _RingStage(_Node):
         self.room = room
         self.counters = StageCounters()
         self.who = f"stage {report.name!r}"
+        self.progressed = False
 
     @property
     def report(self) -> NodeReport:
@@ -249,7 +264,8 @@ class _RingStage(_Node):
                 ) from None
             self.done = True
         rx.release()
-        return moved > 0 or self.done
+        self.progressed = moved > 0 or self.done
+        return self.progressed
 
     def blocked(self) -> str:
         return f"{self.who} waits for the ring"
@@ -267,6 +283,7 @@ class _RingSink(_Node):
         self.limit = limit
         self.room = room
         self.hash = hashlib.sha256()
+        self.progressed = False
 
     def run(self, batch: int, stop: StopToken) -> bool:
         if self.done:
@@ -293,7 +310,8 @@ class _RingSink(_Node):
             report.sha256 = self.hash.hexdigest()
             self.done = True
         rx.release()
-        return moved > 0 or self.done
+        self.progressed = moved > 0 or self.done
+        return self.progressed
 
     def blocked(self) -> str:
         return f"sink {self.name!r} waits for the ring"
@@ -301,6 +319,42 @@ class _RingSink(_Node):
     def abort(self) -> None:
         self.report.sha256 = self.hash.hexdigest()
         self.adapter.close()
+
+
+class _RingWaiter(_Node):
+    """A process's sleep on the ring: after a round in which none of its other nodes moved a
+    record, waits (up to ``timeout``) for the next slot its first waiting node reads from
+    another process, woken by that process's release instead of polling. Multi-process runs
+    only; its report names no node of the graph, so it is dropped from the run's report."""
+
+    def __init__(
+        self,
+        nodes: Sequence[_Node],
+        waits: Sequence[tuple[_Node, lanes.Consumer]],
+        timeout: float,
+    ) -> None:
+        super().__init__(NodeReport("stage", "-waiter", ""))
+        self.nodes = list(nodes)
+        self.waits = list(waits)
+        self.timeout = timeout
+
+    def run(self, batch: int, stop: StopToken) -> bool:
+        nodes = self.nodes
+        if all(n.done for n in nodes):
+            self.done = True
+            return False
+        if any(n.progressed for n in nodes):  # type: ignore[attr-defined]
+            return False
+        for node, rx in self.waits:
+            if not node.done:
+                try:
+                    return rx.wait(self.timeout)
+                except lanes.LaneClosed:
+                    return True  # the node has the end of the stream to take
+        return False
+
+    def blocked(self) -> str:
+        return "waits on the ring"
 
 
 class SingleRing(LaneGraphMP):
@@ -386,22 +440,32 @@ class SingleRing(LaneGraphMP):
         """The nodes for ``defs`` over this process's handle(s) on the ring."""
         limit = self._ring.slot_bytes
         room = limit + _TAG_ROOM
+        chain = self.graph.nodes  # source, stages in chain order, sinks
+        upstream = {n.name: chain[k - 1] for k, n in enumerate(chain) if k}
+        last_stage = next((n for n in reversed(chain) if n.kind == "stage"), chain[0])
         nodes: list[_Node] = []
+        waiting: list[tuple[_Node, lanes.Consumer]] = []  # nodes that read another process
         for node in defs:
             report = NodeReport(node.kind, node.name, node.op)
             if node.kind == "source":
                 lane = made[node.outputs[0]]
                 who = f"source {node.name!r}"
                 out = _RingOutbox(self._ring.name, lane.sender(), limit, who)
-                nodes.append(_SourceNode(report, self._source(node), out))
-            elif node.kind == "stage":
-                rx = made[node.inputs[0]].receiver(node.name)
+                nodes.append(_RingSource(report, self._source(node), out))
+                continue
+            rx = made[node.inputs[0]].receiver(node.name, wait=_WAIT)
+            if node.kind == "stage":
                 nodes.append(
                     _RingStage(report, stages[node.name], rx, node.policy.action, limit, room)
                 )
+                before = upstream[node.name]
             else:
-                rx = made[node.inputs[0]].receiver(node.name)
                 nodes.append(_RingSink(report, self._sink(node), rx, limit, room))
+                before = last_stage
+            if before.process != node.process:
+                waiting.append((nodes[-1], rx))
+        if len(self.processes) > 1 and waiting:
+            nodes.append(_RingWaiter(nodes, waiting, _WAITER_TIMEOUT_S))
         return nodes
 
     # -- running ----------------------------------------------------------------------------

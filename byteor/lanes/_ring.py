@@ -81,6 +81,12 @@ BytesLike = bytes | bytearray | memoryview
 _LEN_MASK: Final = 0xFFFFFFFF
 
 
+def _all_equal(lengths: list[int]) -> bool:
+    # list.count compares by identity first, and lengths below 257 are one cached int each:
+    # a C-speed pass, where min() or max() compare each pair in Python.
+    return lengths.count(lengths[0]) == len(lengths)
+
+
 def _write_rows(
     buf: Any, off: int, stride: int, items: Sequence[BytesLike], lengths: list[int], longest: int
 ) -> None:
@@ -93,7 +99,7 @@ def _write_rows(
     count = len(lengths)
     if count >= 8 and longest:
         rows: npt.NDArray[np.uint8] | None = None
-        if min(lengths) == longest:
+        if lengths.count(longest) == count:
             rows = np.frombuffer(b"".join(items), dtype=np.uint8)
         else:
             with contextlib.suppress(ValueError, TypeError):  # a bytearray or memoryview
@@ -344,7 +350,7 @@ class Producer(AsyncProducerMixin):
             self._descriptors()[i : i + count, 0] = chunk.dtype.itemsize
         else:
             lengths = list(map(len, chunk))
-            longest = max(lengths)
+            longest = lengths[0] if _all_equal(lengths) else max(lengths)
             if longest > self._slot:
                 k = lengths.index(longest)
                 raise MessageTooLarge(
@@ -767,6 +773,21 @@ class Consumer(AsyncConsumerMixin):
             f"{self._slot}; the segment was written by something else: recreate the lane"
         )
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a message can be received, without receiving it: True, or False after
+        ``timeout`` seconds. Gives back what was received, like a receive (views end).
+
+        Raises :class:`LaneClosed` once the producer closed and everything was read. It
+        waits as a receive does (spin, yield, then sleep in the kernel until woken), so a
+        loop serving several lanes can sleep on the one it expects next.
+        """
+        t = self._pos
+        if self._available() > t:
+            return True
+        if not self._overrun:
+            self._release(self._granted if self._explicit else t)
+        return self._wait_for(t, _deadline(timeout))
+
     def release(self) -> None:
         """Give back the slot of the last message received (its view becomes invalid).
 
@@ -820,7 +841,8 @@ class Consumer(AsyncConsumerMixin):
         d = self._desc + 2 * i
         lengths: list[int] = self._q[d : d + 2 * count : 2].tolist()
         slot = self._slot
-        longest = max(lengths)
+        equal = _all_equal(lengths)
+        longest = lengths[0] if equal else max(lengths)
         if longest > slot:
             k = lengths.index(longest)
             raise self._corrupt(t + k, longest)
@@ -828,7 +850,6 @@ class Consumer(AsyncConsumerMixin):
         self._batch_from = t
         self._pos = t + count
         self._avail = self._pos  # the next receive publishes the release
-        equal = min(lengths) == longest
         if copy and equal and longest:
             # One strided numpy read makes every message's bytes straight from its slot.
             rows = np.ndarray(
@@ -937,7 +958,7 @@ class Consumer(AsyncConsumerMixin):
         if not count:
             return 0
         lengths = list(map(len, items))
-        longest = max(lengths)
+        longest = lengths[0] if _all_equal(lengths) else max(lengths)
         slot = self._slot
         if longest > slot:
             raise MessageTooLarge(f"{longest} bytes exceed slot_bytes={slot}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import byteor.lanes as bl
@@ -90,3 +92,18 @@ def test_batches_of_mixed_lengths_keep_every_byte(core_make_lane, kind: type) ->
     tx.send_batch([kind(m) for m in sent])  # bytes go through numpy padding, the rest a loop
     got = rx.receive_batch_nowait(32, copy=True)
     assert got == sent
+
+
+def test_wait_sees_a_message_without_taking_it(core_make_lane, core_backing: str) -> None:
+    lane = core_make_lane("slots", backing=core_backing, capacity=8, consumers=[("s1", [])])
+    tx, s1 = lane.sender(), lane.receiver("s1")
+    assert s1.wait(timeout=0) is False
+    sender = threading.Thread(target=tx.send, args=(b"a",))
+    sender.start()  # sent before or while s1 waits: either way the wait ends with it
+    assert s1.wait(timeout=10) is True
+    sender.join()
+    assert s1.wait(timeout=0) is True  # still there: waiting takes nothing
+    assert bytes(s1.receive(timeout=0)) == b"a"
+    tx.close()
+    with pytest.raises(bl.LaneClosed):
+        s1.wait(timeout=0)
