@@ -38,18 +38,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import select
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import BinaryIO, Final, TextIO
 
 from byteor import lanes
-from byteor.exec._errors import ExecError, StageFailed
+from byteor.exec._errors import ExecError, PipelineStalled, StageFailed
 from byteor.exec._graph import NodeDef
 from byteor.exec._local import RecordSink, RecordSource
 from byteor.exec._mp import LaneGraphMP, processes_of
 from byteor.exec._ops import frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
-from byteor.exec._sp import DEFAULT_BATCH, _Node, _Outbox, _SourceNode
+from byteor.exec._sp import DEFAULT_BATCH, _drain, _Node, _Outbox, _SourceNode
 from byteor.kernel import Stage, StageCounters
 from byteor.spec import PipelineSpecV1
 
@@ -86,25 +87,10 @@ def _unmark(data: bytes, room: int) -> list[bytes]:
     )
 
 
-def _take(rx: lanes.Consumer, count: int) -> list[bytes]:
-    """Up to ``count`` slots as bytes (one bulk copy); raises WouldBlock or LaneClosed. One
-    slot alone takes the per-message path, which costs less than a batch of one."""
-    if count == 1:
-        return [bytes(rx.receive_nowait())]
-    return rx.receive_batch_nowait(count, copy=True)  # type: ignore[return-value]
-
-
-def _put(rx: lanes.Consumer, items: list[bytes]) -> int:
-    """Rewrite in place the slots :func:`_take` took (one alone: the last one received);
-    returns the longest item's length."""
-    if len(items) == 1:
-        rx.rewrite(items[0])
-        return len(items[0])
-    return rx.rewrite_batch(items)
-
-
 def _records_of(slots: list[bytes], limit: int, room: int) -> list[bytes]:
     """The records held by consecutive slots, in order."""
+    if len(slots) == 1:
+        return slots if len(slots[0]) <= limit else _unmark(slots[0], room)
     if not slots or max(map(len, slots)) <= limit:
         return slots
     out: list[bytes] = []
@@ -227,9 +213,16 @@ class _RingStage(_Node):
         c = self.counters
         try:
             while moved < batch:
-                slots = _take(rx, batch - moved)
-                moved += len(slots)
-                records = _records_of(slots, limit, room)
+                want = batch - moved
+                # One slot alone takes the per-message path, cheaper than a batch of one.
+                slots = (
+                    [bytes(rx.receive_nowait())]
+                    if want == 1
+                    else rx.receive_batch_nowait(want, copy=True)
+                )
+                n = len(slots)
+                moved += n
+                records = _records_of(slots, limit, room)  # type: ignore[arg-type]
                 if not records:
                     continue
                 first = c.records_in
@@ -246,9 +239,13 @@ class _RingStage(_Node):
                         )
                 out = result.ports[0] if result.ports else []
                 c.records_out += len(out)
-                laid = _lay_out(out, len(slots), limit, room, self.who)
+                laid = out if len(out) == n else _lay_out(out, n, limit, room, self.who)
                 try:
-                    longest = _put(rx, laid)
+                    if n == 1:
+                        rx.rewrite(laid[0])
+                        longest = len(laid[0])
+                    else:
+                        longest = rx.rewrite_batch(laid)
                 except lanes.MessageTooLarge:
                     longest = room + 1
                 if longest > limit and laid is out:
@@ -291,9 +288,14 @@ class _RingSink(_Node):
         rx, report, moved = self.rx, self.report, 0
         try:
             while moved < batch:
-                slots = _take(rx, batch - moved)
+                want = batch - moved
+                slots = (
+                    [bytes(rx.receive_nowait())]
+                    if want == 1
+                    else rx.receive_batch_nowait(want, copy=True)
+                )
                 moved += len(slots)
-                records = _records_of(slots, self.limit, self.room)
+                records = _records_of(slots, self.limit, self.room)  # type: ignore[arg-type]
                 if not records:
                     continue
                 self.adapter.write(records)
@@ -493,7 +495,7 @@ class SingleRing(LaneGraphMP):
         nodes: list[_Node] = []
         try:
             nodes = self._nodes(self.graph.nodes, made, stages)
-            self._loop(nodes, stop)
+            self._ring_loop(nodes, stop)
         except BaseException as exc:
             for n in nodes:
                 if not n.done:
@@ -504,6 +506,39 @@ class SingleRing(LaneGraphMP):
         finally:
             self._release(made)
         return self._merge_reports(nodes, [], stop)
+
+    def _ring_loop(self, nodes: Sequence[_Node], stop: StopToken) -> None:
+        """Rounds over the chain in this process (source, stages, sinks), each node moving up
+        to a batch without waiting, until every sink has the end of the stream. A round that
+        moves nothing waits for the source's input (stdin) or a stop; a chain cannot stall
+        otherwise, so anything else is reported as a stall."""
+        batch = self._batch
+        sinks = [n for n in nodes if isinstance(n, _RingSink)]
+        sources = [n for n in nodes if isinstance(n, _SourceNode)]
+        while True:
+            progress = False
+            for n in nodes:
+                if n.run(batch, stop):
+                    progress = True
+            if progress:
+                if sinks[0].done and all(sk.done for sk in sinks):
+                    return
+                continue
+            fds = [
+                fd
+                for n in sources
+                if not n.done and n.idle and not n.out.pending
+                if (fd := n.adapter.fileno()) is not None
+            ]
+            if fds and not stop.requested:
+                wake = stop.wake_fd
+                ready, _, _ = select.select([*fds, *([wake] if wake is not None else [])], [], [])
+                if wake is not None and wake in ready:
+                    _drain(wake)
+                continue
+            raise PipelineStalled(
+                "the ring is stalled: " + "; ".join(n.blocked() for n in nodes if not n.done)
+            )
 
 
 def run_single_ring(

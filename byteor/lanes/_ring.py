@@ -360,6 +360,11 @@ class Producer(AsyncProducerMixin):
                 )
             off = self._pay + i * self._slot
             _write_rows(self._buf, off, self._slot, chunk, lengths, longest)
+            if count == 1:  # one message: two plain stores
+                q[d] = lengths[0]
+                q[d + 1] = h
+                self._publish_to(h + 1)
+                return 1
             # Strided stores through the word view: cheaper than numpy for short chunks.
             q[d : d + 2 * count : 2] = array("Q", lengths)
         q[d + 1 : d + 1 + 2 * count : 2] = array("Q", range(h, h + count))
@@ -665,9 +670,7 @@ class Consumer(AsyncConsumerMixin):
     def _receive_slow(self, t: int, timeout: float | None) -> memoryview | bytes:
         # Publish the releases held back so far (everything before t), waking a waiter.
         q = self._q
-        q[self._cur] = self._granted if self._explicit else t
-        if q[self._ww0] or (self._ww_more and any(q[w] for w in self._wake_words)):
-            futex_wake(self._seg.futex_address(self._cur))
+        self._release(self._granted if self._explicit else t)
         self._batch_from = -1
         bw = self._bw
         if bw >= 0:
