@@ -6,7 +6,7 @@ returns only once they are durably accepted. Adapters declare a config schema, c
 and health, and are found through the ``byteor.adapters`` entry-point group::
 
     adapter = byteor.adapters.load_adapter("redis")   # pip install 'byteor[redis]'
-    source = adapter.source({"url": "redis://127.0.0.1:6379", "stream": "in", ...})
+    source = adapter.source(spec.sources["in"].params)   # source.in.param.<k> = ...
 
 The error tree is drawn in ``byteor/adapters/_errors.py``.
 """
@@ -33,6 +33,15 @@ from byteor.adapters._registry import (
     AdapterEntry,
     available_adapters,
     load_adapter,
+)
+from byteor.adapters._speccheck import (
+    EXECUTOR_ADAPTERS,
+    AdapterUse,
+    check_adapter_uses,
+    declarations_for,
+    uses_in_document,
+    uses_of_spec,
+    validate_adapters,
 )
 
 __all__ = [
@@ -71,4 +80,12 @@ __all__ = [
     "BUILTIN",
     "available_adapters",
     "load_adapter",
+    # the adapters of a spec
+    "AdapterUse",
+    "EXECUTOR_ADAPTERS",
+    "uses_of_spec",
+    "uses_in_document",
+    "check_adapter_uses",
+    "validate_adapters",
+    "declarations_for",
 ]

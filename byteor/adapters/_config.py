@@ -1,9 +1,10 @@
 """Typed config schemas that adapters declare, validated into spec-style findings.
 
-Adapter config arrives as ``key = value`` strings (the spec's ``source.<name>.config.*``
-keys). A :class:`ConfigSchema` turns them into typed values and reports every problem as a
+Adapter config arrives as ``key = value`` strings: a spec node's params (the spec's
+``source.<name>.param.<k>`` / ``sink.<name>.param.<k>`` keys, prefix taken off). A
+:class:`ConfigSchema` turns them into typed values and reports every problem as a
 :class:`byteor.spec.Finding` with an ``AD`` code, so ``byteor validate`` prints them the same
-way as the spec's own.
+way as the spec's own (see :mod:`byteor.adapters._speccheck`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ADAPTER_CODES: Final[dict[str, str]] = {
     "AD502": "required adapter config key is missing",
     "AD503": "adapter config value has the wrong type",
     "AD504": "adapter config value is not one of the choices",
+    "AD505": "adapter cannot be loaded here (a warning: its client library is missing)",
 }
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -73,7 +75,7 @@ class ConfigSchema:
     ) -> tuple[dict[str, ConfigValue], list[Finding]]:
         """Typed values (defaults filled in) and every finding; never raises.
 
-        ``prefix`` is prepended to keys in findings (e.g. ``source.in.config.``).
+        ``prefix`` is prepended to keys in findings (e.g. ``source.in.param.``).
         """
         by_name = {f.name: f for f in self.fields}
         values: dict[str, ConfigValue] = {}

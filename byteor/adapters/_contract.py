@@ -110,12 +110,21 @@ class Adapter(ABC):
     config: ClassVar[ConfigSchema]
     capabilities: ClassVar[Capabilities]
 
-    def source(self, config: Mapping[str, str]) -> Source:
-        """A source configured from raw ``key = value`` config (validated here)."""
-        return self.make_source(self.config.parse(config))
+    def source(self, params: Mapping[str, str]) -> Source:
+        """A source configured from a spec node's params, validated here.
 
-    def sink(self, config: Mapping[str, str]) -> Sink:
-        return self.make_sink(self.config.parse(config))
+        ``params`` is what :class:`byteor.spec.SourceSpec` holds in ``params``: the spec's
+        ``source.<name>.param.<k> = value`` lines with the ``source.<name>.param.`` prefix
+        taken off, values as text. An executor hands that mapping over unchanged.
+
+        Raises:
+            AdapterConfigError: the params have error findings (all of them in the message).
+        """
+        return self.make_source(self.config.parse(params))
+
+    def sink(self, params: Mapping[str, str]) -> Sink:
+        """A sink configured from a spec node's params (``sink.<name>.param.<k>``)."""
+        return self.make_sink(self.config.parse(params))
 
     def make_source(self, config: Mapping[str, ConfigValue]) -> Source:
         raise NotImplementedError(f"{self.name} cannot be a source")
@@ -123,10 +132,32 @@ class Adapter(ABC):
     def make_sink(self, config: Mapping[str, ConfigValue]) -> Sink:
         raise NotImplementedError(f"{self.name} cannot be a sink")
 
+    def capabilities_with(self, config: Mapping[str, ConfigValue]) -> Capabilities:
+        """What the adapter promises configured with ``config`` (typed, defaults filled in).
+
+        The class's :attr:`capabilities` unless a setting changes the promise (core NATS is
+        at most once, an HTTP source answering on admission loses what it holds when it
+        stops): such adapters override this, so ``byteor describe`` shows what a node of a
+        spec really gets.
+        """
+        return self.capabilities
+
     @classmethod
     def declaration(cls) -> AdapterCapabilities:
-        """The declaration in the spec's shape (replaces the static table's row)."""
+        """The declaration in the spec's shape: what :data:`byteor.spec.ADAPTERS` holds for
+        this adapter (a test keeps the two equal for the adapters shipped here)."""
         caps = cls.capabilities
         return AdapterCapabilities(
             cls.name, cls.summary, cls.extra, cls.client_module, caps.source, caps.sink
+        )
+
+    def declaration_for(self, params: Mapping[str, str]) -> AdapterCapabilities:
+        """The declaration for one spec node's ``params``: :meth:`capabilities_with` their
+        typed values, or :meth:`declaration` when the params do not validate."""
+        values, findings = self.config.validate(params)
+        if any(f.severity == "error" for f in findings):
+            return self.declaration()
+        caps = self.capabilities_with(values)
+        return AdapterCapabilities(
+            self.name, self.summary, self.extra, self.client_module, caps.source, caps.sink
         )

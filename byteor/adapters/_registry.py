@@ -113,8 +113,19 @@ def load_adapter(name: str) -> Adapter:
             f"the {name} adapter could not import {missing!r}: {entry.install_hint()}",
             adapter=name,
         ) from exc
+    except Exception as exc:  # a broken third-party module must not take the caller down
+        raise AdapterUnavailable(
+            f"importing {module_name!r} for the {name} adapter failed "
+            f"({type(exc).__name__}: {exc}): fix or reinstall it ({entry.install_hint()})",
+            adapter=name,
+        ) from exc
     obj: object = module
     for part in attr.split(".") if attr else ():
+        if not hasattr(obj, part):
+            raise AdapterUnavailable(
+                f"{entry.target} (adapter {name!r}): {module_name!r} has no {attr!r}",
+                adapter=name,
+            )
         obj = getattr(obj, part)
     adapter = obj() if isinstance(obj, type) else obj
     if not isinstance(adapter, Adapter):

@@ -1057,6 +1057,19 @@ class HttpSink(Sink):
         await self._deliver(attempt)
 
 
+_ADMITTED_SOURCE: Final = Delivery(
+    "best-effort",
+    "per-request",
+    "respond = admitted: 202 on admission, records not yet acked are lost if the source "
+    "stops or crashes (respond = confirmed: at least once)",
+)
+_CONFIRMED_SOURCE: Final = Delivery(
+    "at-least-once",
+    "per-request",
+    "respond = confirmed: 200 after every sink confirmed, clients retry otherwise",
+)
+
+
 class HttpAdapter(Adapter):
     name = "http"
     summary = "HTTP ingest server (webhooks) and HTTP client"
@@ -1092,17 +1105,24 @@ class HttpAdapter(Adapter):
             ConfigField("max_attempts", int, 10, "sink: tries per request before failing"),
         ),
     )  # fmt: skip
+    #: As declared for the default, ``respond = admitted``; see :meth:`capabilities_with`.
     capabilities = Capabilities(
-        source=Delivery(
-            "at-least-once",
-            "per-request",
-            "respond = confirmed: 200 after every sink confirmed, clients retry otherwise; "
-            "admitted: 202 on admission, unacked records lost if the source stops",
-        ),
+        source=_ADMITTED_SOURCE,
         sink=Delivery("at-least-once", "per-request", "2xx response, retried otherwise"),
         max_batch=10_000,
         backpressure="pause",
     )
+
+    def capabilities_with(self, config: Mapping[str, ConfigValue]) -> Capabilities:
+        """``respond = admitted`` (the default) answers before anything is confirmed: what the
+        source holds when it stops or crashes is lost, so the source is best-effort there; a
+        record sink with several requests in flight keeps no order."""
+        source = _CONFIRMED_SOURCE if config["respond"] == "confirmed" else _ADMITTED_SOURCE
+        sink = self.capabilities.sink
+        if sink is not None and config["mode"] == "record" and int(config["concurrency"]) > 1:
+            sink = Delivery(sink.guarantee, "none", f"{sink.condition}; concurrency > 1: unordered")
+        caps = self.capabilities
+        return Capabilities(source, sink, caps.max_batch, caps.backpressure)
 
     def make_source(self, config: Mapping[str, ConfigValue]) -> Source:
         respond = str(config["respond"])

@@ -896,7 +896,7 @@ class NatsAdapter(Adapter):
         "nats",
         (
             ConfigField("servers", str, "nats://127.0.0.1:4222", "nats:// URLs, comma-separated"),
-            ConfigField("subject", str, doc="subject (jetstream source: filter, '' = all)"),
+            ConfigField("subject", str, doc="subject (jetstream source: filter, '>' = all)"),
             ConfigField("mode", str, "jetstream", "at least once, or core: at most once", _MODES),
             ConfigField("stream", str, "", "jetstream: the stream (a source needs it)"),
             ConfigField("durable", str, "byteor", "jetstream source: durable consumer name"),
@@ -940,6 +940,9 @@ class NatsAdapter(Adapter):
         """What the adapter promises in ``mode`` (core NATS is at most once)."""
         return _CORE if mode == "core" else cls.capabilities
 
+    def capabilities_with(self, config: Mapping[str, ConfigValue]) -> Capabilities:
+        return self.capabilities_for(str(config["mode"]))
+
     @staticmethod
     def options(config: Mapping[str, ConfigValue]) -> NatsOptions:
         return NatsOptions(
@@ -976,7 +979,8 @@ class NatsAdapter(Adapter):
             ConsumerSettings(
                 stream=str(config["stream"]),
                 durable=str(config["durable"]),
-                filter_subject=str(config["subject"]),
+                # A spec cannot hold an empty value: '>' (every subject) is "no filter".
+                filter_subject="" if config["subject"] == ">" else str(config["subject"]),
                 ack_wait_s=float(config["ack_wait_s"]),
                 max_ack_pending=int(config["max_ack_pending"]),
                 start=start,

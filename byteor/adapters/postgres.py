@@ -878,6 +878,15 @@ class PostgresSink(Sink):
 # -- the adapter -----------------------------------------------------------------------------
 
 
+def _optional_column(value: ConfigValue) -> str:
+    """A key/headers column name; ``none`` (any case) or ``''`` means not stored.
+
+    A spec value is never empty, so ``none`` is how a spec turns the column off.
+    """
+    name = str(value)
+    return "" if name.lower() == "none" else name
+
+
 class PostgresAdapter(Adapter):
     name = "postgres"
     summary = "PostgreSQL outbox table (cursor, LISTEN/NOTIFY) and idempotent inserts"
@@ -914,8 +923,8 @@ class PostgresAdapter(Adapter):
             ConfigField("id_column", str, "id", "increasing id (source order)"),
             ConfigField("txid_column", str, "txid", "xid8 of the writing transaction"),
             ConfigField("payload_column", str, "payload", "bytea payload"),
-            ConfigField("key_column", str, "key", "bytea key ('': not stored)"),
-            ConfigField("headers_column", str, "headers", "jsonb or bytea ('': not stored)"),
+            ConfigField("key_column", str, "key", "bytea key (none: not stored)"),
+            ConfigField("headers_column", str, "headers", "jsonb or bytea (none: not stored)"),
             ConfigField("dedupe_column", str, "dedupe_key", "bytea, unique: the sink's key"),
             ConfigField("connect_timeout_s", float, 10.0, "give up connecting after this"),
         ),
@@ -933,8 +942,8 @@ class PostgresAdapter(Adapter):
             id=str(config["id_column"]),
             txid=str(config["txid_column"]),
             payload=str(config["payload_column"]),
-            key=str(config["key_column"]),
-            headers=str(config["headers_column"]),
+            key=_optional_column(config["key_column"]),
+            headers=_optional_column(config["headers_column"]),
             dedupe=str(config["dedupe_column"]),
         )
 

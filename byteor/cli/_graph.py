@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from typing import Any
 
+from byteor.cli._adapters import declared
 from byteor.cli._load import (
     Loaded,
     add_target_flag,
@@ -148,7 +149,7 @@ def _describe(args: argparse.Namespace) -> int:
     loaded = load(args.file, args.target)
     if loaded.spec is None:
         return _invalid(args, loaded, "description")
-    d = describe_spec(loaded.spec)
+    d = describe_spec(loaded.spec, declared(loaded))
     d["warnings"] = findings_json(loaded)
     text = render_description(d)
     if loaded.findings:
@@ -179,25 +180,60 @@ def _installed(module: str | None) -> bool:
         return False
 
 
-def _capabilities(args: argparse.Namespace) -> int:
-    adapters: list[dict[str, Any]] = []
-    for name, caps in sorted(ADAPTERS.items(), key=lambda kv: (kv[1].extra is None, kv[0])):
-        roles = [r for r, d in (("source", caps.source), ("sink", caps.sink)) if d is not None]
-        installed = _installed(caps.client_module)
-        adapters.append(
+def _adapter_rows() -> list[dict[str, Any]]:
+    """Every adapter a spec can name: the spec's table and the registry (third parties too).
+
+    Adapters shipped here are described from the spec's table, which a test keeps equal to
+    their declarations, and "installed" is whether their client library can be found: no
+    client library is imported, so the command stays fast. A third-party adapter is not in
+    the table: it is loaded to read its declaration, and a failure to load it is its status.
+    """
+    from byteor.adapters import AdapterUnavailable, available_adapters, load_adapter
+
+    registry = available_adapters()
+    rows: list[dict[str, Any]] = []
+    for name in sorted(set(ADAPTERS) | set(registry)):
+        entry = registry.get(name)
+        caps = ADAPTERS.get(name)
+        problem = None
+        if caps is None and entry is not None:
+            try:
+                caps = load_adapter(name).declaration()
+            except AdapterUnavailable as exc:
+                problem = str(exc)
+        extra = caps.extra if caps is not None else entry.extra if entry is not None else None
+        client = caps.client_module if caps is not None else None
+        third_party = name not in ADAPTERS
+        install = entry.install_hint() if entry is not None and third_party else None
+        if extra is not None:
+            install = f"pip install 'byteor[{extra}]'"
+        rows.append(
             {
                 "name": name,
-                "summary": caps.summary,
-                "roles": roles,
-                "builtin": caps.extra is None,
-                "extra": caps.extra,
-                "install": None if caps.extra is None else f"pip install 'byteor[{caps.extra}]'",
-                "client_module": caps.client_module,
-                "installed": installed,
-                "source": None if caps.source is None else _delivery(caps.source),
-                "sink": None if caps.sink is None else _delivery(caps.sink),
+                "summary": caps.summary if caps is not None else "",
+                "roles": [] if caps is None else _roles(caps),
+                "builtin": extra is None and not third_party,
+                "third_party": third_party,
+                "distribution": entry.distribution if entry is not None else None,
+                "extra": extra,
+                "install": install,
+                "client_module": client,
+                "installed": problem is None and _installed(client),
+                "problem": problem,
+                "source": None if caps is None or caps.source is None else _delivery(caps.source),
+                "sink": None if caps is None or caps.sink is None else _delivery(caps.sink),
             }
         )
+    rows.sort(key=lambda a: (a["builtin"], a["third_party"], a["name"]))
+    return rows
+
+
+def _roles(caps: Any) -> list[str]:
+    return [r for r, d in (("source", caps.source), ("sink", caps.sink)) if d is not None]
+
+
+def _capabilities(args: argparse.Namespace) -> int:
+    adapters = _adapter_rows()
     doc: dict[str, Any] = {
         "spec_version": SPEC_VERSION,
         "targets": [{"name": t, "summary": _TARGET_TEXT[t]} for t in TARGETS],
@@ -223,12 +259,15 @@ def _capabilities(args: argparse.Namespace) -> int:
     for a in adapters:
         if a["builtin"]:
             status = "built in"
+        elif a["problem"] is not None:
+            status = f"not loadable: {a['problem']}"
         elif a["installed"]:
-            status = f"installed ({a['client_module']})"
+            status = f"installed ({a['client_module'] or a['distribution']}): {a['install']}"
         else:
             status = f"not installed: {a['install']}"
-        lines.append(f"  {a['name']:<10} {'/'.join(a['roles']):<12} {status}")
-        lines.append(f"  {'':<10} {a['summary']}")
+        lines.append(f"  {a['name']:<10} {'/'.join(a['roles']) or '-':<12} {status}")
+        if a["summary"]:
+            lines.append(f"  {'':<10} {a['summary']}")
     emit(args, "\n".join(lines), doc)
     return EXIT_OK
 

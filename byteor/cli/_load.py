@@ -11,13 +11,14 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from byteor.cli._output import EXIT_USAGE, CliError
 from byteor.lower import LowerError, LowerOptions, TargetChoice, lower_v2
 from byteor.plan import MAX_PLAN_BYTES, PipelinePlanV2, parse_plan_toml
-from byteor.spec import MAX_SPEC_BYTES, PipelineSpecV1, parse_spec, validate_v1
+from byteor.spec import MAX_SPEC_BYTES, KvDocument, PipelineSpecV1, parse_spec, validate_v1
 
 __all__ = [
     "Loaded",
@@ -52,7 +53,12 @@ class FindingLike(Protocol):
 
 @dataclass
 class Loaded:
-    """What a file held: its kind, the spec (direct or lowered) and every finding."""
+    """What a file held: its kind, the spec (direct or lowered) and every finding.
+
+    ``document`` is a spec file's parsed lines (kept when the spec has errors, so its
+    adapters' params can still be checked); ``plan_lines`` maps a plan's dotted TOML keys
+    to their lines.
+    """
 
     path: str
     kind: Kind
@@ -60,6 +66,8 @@ class Loaded:
     spec: PipelineSpecV1 | None = None
     plan: PipelinePlanV2 | None = None
     findings: list[FindingLike] = field(default_factory=list)
+    document: KvDocument | None = None
+    plan_lines: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -137,10 +145,12 @@ def load(
     if kind == "spec":
         parsed = parse_spec(data)
         loaded.spec = parsed.spec
+        loaded.document = parsed.document
         loaded.findings = list(parsed.findings)
         return loaded
     parsed_plan = parse_plan_toml(data)
     loaded.plan = parsed_plan.plan
+    loaded.plan_lines = parsed_plan.lines
     loaded.findings = list(parsed_plan.findings)
     if parsed_plan.plan is not None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from byteor.cli._adapters import check_adapters
 from byteor.cli._load import (
     Loaded,
     add_target_flag,
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "validate",
         help="check a spec or plan file: every finding with code, line and a fix",
-        description="Validate a pipeline spec (key = value) or plan (.toml). "
+        description="Validate a pipeline spec (key = value) or plan (.toml), and the params "
+        "of every source and sink against its adapter's config schema (AD501-AD504; AD505, a "
+        "warning, when the adapter's client library is not installed here). "
         "Exit 0 when valid, 1 on error findings (or warnings with --strict), 2 if unreadable.",
     )
     p.add_argument("file", help="spec or plan file (- for stdin)")
@@ -107,6 +110,7 @@ def _summary(loaded: Loaded) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     loaded = load(args.file, args.target)
+    check_adapters(loaded)
     failed = loaded.errors > 0 or (args.strict and loaded.warnings > 0)
     text = "\n".join(x for x in (render_findings(loaded), _summary(loaded)) if x)
     doc = {

@@ -2,18 +2,23 @@
 
 Processes and what runs in each, every lane with its geometry and shared-memory size, the
 barriers (who waits for whom), and the delivery guarantee of every path from a source to a
-sink. A path's guarantee is derived from what its adapters declare
-(:data:`byteor.spec.ADAPTERS`) and from its lanes: it is as strong as its weakest part,
-and a lane that overwrites lagging readers makes it best-effort.
+sink. A path's guarantee is derived from what its adapters declare and from its lanes: it is
+as strong as its weakest part, and a lane that overwrites lagging readers makes it best-effort.
+
+The declarations come from the caller (``declared``: the CLI asks the adapters themselves,
+for each node's params) and, for nodes it leaves out, from the spec's static table
+(:data:`byteor.spec.ADAPTERS`): lowering stays free of adapters and their client libraries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from byteor.spec import (
     ADAPTERS,
     GUARANTEE_RANK,
+    AdapterCapabilities,
     PipelineSpecV1,
     canonical_hash,
     lane_uses,
@@ -27,8 +32,14 @@ EDGE_PROCESS: Final = "edge"
 MAX_PATHS: Final = 256
 
 
-def describe_spec(spec: PipelineSpecV1) -> dict[str, Any]:
-    """A JSON-ready description of a (valid) spec."""
+def describe_spec(
+    spec: PipelineSpecV1, declared: Mapping[str, AdapterCapabilities] | None = None
+) -> dict[str, Any]:
+    """A JSON-ready description of a (valid) spec.
+
+    ``declared`` maps a source's or sink's name to its adapter's declaration (for its
+    params); nodes it leaves out use the adapter's row of :data:`byteor.spec.ADAPTERS`.
+    """
     uses = lane_uses(spec)
     processes: dict[str, list[str]] = {}
     for st in sorted(spec.stages.values(), key=lambda s: s.name):
@@ -70,7 +81,7 @@ def describe_spec(spec: PipelineSpecV1) -> dict[str, Any]:
             }
         )
 
-    paths = _paths(spec)
+    paths = _paths(spec, declared or {})
     return {
         "pipeline": spec.name,
         "target": spec.target,
@@ -161,7 +172,9 @@ def hops(spec: PipelineSpecV1) -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-def _paths(spec: PipelineSpecV1) -> list[dict[str, Any]]:
+def _paths(
+    spec: PipelineSpecV1, declared: Mapping[str, AdapterCapabilities]
+) -> list[dict[str, Any]]:
     """Every path from a source to a sink (at most MAX_PATHS), depth first in name order."""
     nexts: dict[str, list[tuple[str, str]]] = {}
     back: dict[str, set[str]] = {}
@@ -189,7 +202,7 @@ def _paths(spec: PipelineSpecV1) -> list[dict[str, Any]]:
                     continue
                 entries.append((nxt, lane, index))
                 if nxt.startswith("sink:"):
-                    out.append(_unwind(spec, entries, len(entries) - 1))
+                    out.append(_unwind(spec, declared, entries, len(entries) - 1))
                     if len(out) >= MAX_PATHS:
                         break
                 else:
@@ -198,7 +211,12 @@ def _paths(spec: PipelineSpecV1) -> list[dict[str, Any]]:
     return out
 
 
-def _unwind(spec: PipelineSpecV1, entries: list[tuple[str, str, int]], i: int) -> dict[str, Any]:
+def _unwind(
+    spec: PipelineSpecV1,
+    declared: Mapping[str, AdapterCapabilities],
+    entries: list[tuple[str, str, int]],
+    i: int,
+) -> dict[str, Any]:
     nodes: list[str] = []
     lanes: list[str] = []
     while i >= 0:
@@ -209,16 +227,21 @@ def _unwind(spec: PipelineSpecV1, entries: list[tuple[str, str, int]], i: int) -
         i = parent
     nodes.reverse()
     lanes.reverse()
-    return _path(spec, nodes[0], nodes[-1], nodes[1:-1], lanes)
+    return _path(spec, declared, nodes[0], nodes[-1], nodes[1:-1], lanes)
 
 
 def _path(
-    spec: PipelineSpecV1, source: str, sink: str, via: list[str], lanes: list[str]
+    spec: PipelineSpecV1,
+    declared: Mapping[str, AdapterCapabilities],
+    source: str,
+    sink: str,
+    via: list[str],
+    lanes: list[str],
 ) -> dict[str, Any]:
     src = spec.sources[source]
     snk = spec.sinks[sink]
-    src_caps = ADAPTERS.get(src.adapter)
-    sink_caps = ADAPTERS.get(snk.adapter)
+    src_caps = declared.get(source) or ADAPTERS.get(src.adapter)
+    sink_caps = declared.get(sink) or ADAPTERS.get(snk.adapter)
     reasons: list[str] = []
     levels: list[str] = []
     ordering = "unknown"

@@ -1,9 +1,11 @@
-"""What adapters and built-in ops declare, as a static table until adapters exist.
+"""What adapters and built-in ops declare: the spec's static table of adapters.
 
-Each adapter will declare an :class:`AdapterCapabilities` itself (returned by its entry
-point in the ``byteor.adapters`` group); until then this table stands in for them, with the
-same shape, so ``describe`` and validation already derive delivery guarantees from
-declarations rather than from adapter names.
+The spec imports nothing of ours, so it cannot ask the adapters: this table holds, for each
+adapter shipped with ByteOr, the same :class:`AdapterCapabilities` its ``Adapter.declaration()``
+returns (``tests/adapters/test_declarations.py`` keeps the two equal), plus the adapters the
+executors run themselves (``file``, ``stdin``, ``stdout``, ``generator``). Validation uses it
+for SP314/SP315; ``byteor describe`` and ``byteor validate`` ask the adapters themselves when
+they can be imported (``byteor.adapters._speccheck``) and fall back to this table otherwise.
 """
 
 from __future__ import annotations
@@ -93,8 +95,14 @@ ADAPTERS: Final[dict[str, AdapterCapabilities]] = dict(
             "NATS subjects and JetStream streams",
             "nats",
             "nats",
-            Delivery(_ALO, "per-subject", "JetStream consumer, acked after sinks confirmed"),
-            Delivery(_ALO, "per-subject", "JetStream publish acknowledged"),
+            Delivery(
+                _ALO,
+                "per-subject",
+                "mode=jetstream: acked after every sink confirmed (core: at most once)",
+            ),
+            Delivery(
+                _ALO, "per-subject", "mode=jetstream: every PubAck received (core: best effort)"
+            ),
         ),
         _a(
             "redis",
@@ -110,43 +118,65 @@ ADAPTERS: Final[dict[str, AdapterCapabilities]] = dict(
             "rabbitmq",
             "aio_pika",
             Delivery(_ALO, "per-queue", "manual ack after every sink confirmed"),
-            Delivery(_ALO, "per-queue", "publisher confirms"),
+            Delivery(_ALO, "per-queue", "publisher confirms, mandatory"),
         ),
         _a(
             "grpc",
-            "gRPC streaming ingress and egress",
+            "gRPC record streams (byteor.v1.Records: Publish in, Publish or Subscribe out)",
             "grpc",
             "grpc",
-            Delivery(_ALO, "per-stream", "response sent after admission, client retries"),
-            Delivery(_ALO, "per-stream", "call returned OK"),
+            Delivery(
+                _ALO,
+                "per-stream",
+                "Publish: acknowledged on the response stream after every sink confirmed; "
+                "clients resend what was not acknowledged",
+            ),
+            Delivery(
+                _ALO,
+                "per-stream",
+                "publish: every record acknowledged by the server; serve: by a Subscribe consumer",
+            ),
         ),
         _a(
             "http",
-            "HTTP ingress (webhooks) and HTTP calls",
+            "HTTP ingest server (webhooks) and HTTP client",
             "http",
             "httpx",
-            Delivery(_ALO, "none", "request acknowledged (2xx) only after admission"),
-            Delivery(_ALO, "none", "2xx response, retried otherwise"),
+            Delivery(
+                _BE,
+                "per-request",
+                "respond = admitted: 202 on admission, records not yet acked are lost if the "
+                "source stops or crashes (respond = confirmed: at least once)",
+            ),
+            Delivery(_ALO, "per-request", "2xx response, retried otherwise"),
         ),
         _a(
             "websocket",
-            "WebSocket streams",
+            "WebSocket ingest server with per-record ack frames, and its client",
             "websocket",
             "websockets",
-            Delivery(_BE, "per-connection", "no acknowledgement in the protocol"),
-            Delivery(_BE, "per-connection", "no acknowledgement in the protocol"),
+            Delivery(
+                _ALO,
+                "per-connection",
+                "ack frame after every sink confirmed; the client resends what was not acked",
+            ),
+            Delivery(
+                _ALO,
+                "per-connection",
+                "returns after every record's ack frame; unacked records resent after a reconnect",
+            ),
         ),
         _a(
             "s3",
-            "S3-compatible object storage",
+            "objects in an S3 bucket: rolled, multipart, deterministic keys; checkpointed reads",
             "s3",
             "aioboto3",
-            Delivery(_ALO, "per-object", "object position checkpointed after confirmation"),
-            Delivery(_ALO, "per-object", "PUT succeeded"),
+            Delivery(_ALO, "per-prefix (key order)", "checkpoint after every record of an object"),
+            Delivery(_ALO, "per-partition", "every object of the batch uploaded"),
         ),
         _a(
             "postgres",
-            "PostgreSQL tables (polling or logical replication) and writes",
+            "PostgreSQL outbox table (cursor, LISTEN/NOTIFY) and idempotent inserts",
             "postgres",
             "asyncpg",
             Delivery(_ALO, "total", "cursor advanced after every sink confirmed"),
@@ -186,11 +216,11 @@ ADAPTERS: Final[dict[str, AdapterCapabilities]] = dict(
         ),
         _a(
             "memory",
-            "in-process lists for tests and examples",
+            "in-memory topics with consumer groups (tests and examples)",
             None,
             None,
-            Delivery(_BE, "total", "lost when the process exits"),
-            Delivery(_BE, "total", "lost when the process exits"),
+            Delivery(_ALO, "total", "acked in order, unsettled redelivered; in this process"),
+            Delivery(_ALO, "total", "batch appended whole; in this process"),
         ),
     ]
 )

@@ -241,8 +241,10 @@ class MemoryAdapter(Adapter):
         ),
     )
     capabilities = Capabilities(
-        source=Delivery("at-least-once", "total", "acked in order; unsettled redelivered"),
-        sink=Delivery("at-least-once", "total", "batch appended whole"),
+        source=Delivery(
+            "at-least-once", "total", "acked in order, unsettled redelivered; in this process"
+        ),
+        sink=Delivery("at-least-once", "total", "batch appended whole; in this process"),
         max_batch=1 << 20,
         backpressure="pause",
     )

@@ -91,18 +91,18 @@ def test_config_schema_types_and_defaults() -> None:
 
 def test_config_schema_reports_every_problem_as_findings() -> None:
     values, findings = SCHEMA.validate(
-        {"batc": "1", "ratio": "lots", "start": "middle"}, prefix="source.in.config."
+        {"batc": "1", "ratio": "lots", "start": "middle"}, prefix="source.in.param."
     )
     got = [(f.code, f.severity, f.key, f.suggestion) for f in findings]
     assert got == [
-        ("AD501", "error", "source.in.config.batc", "batch"),
-        ("AD503", "error", "source.in.config.ratio", None),
-        ("AD504", "error", "source.in.config.start", None),
-        ("AD502", "error", "source.in.config.url", None),
+        ("AD501", "error", "source.in.param.batc", "batch"),
+        ("AD503", "error", "source.in.param.ratio", None),
+        ("AD504", "error", "source.in.param.start", None),
+        ("AD502", "error", "source.in.param.url", None),
     ]
     assert "did you mean 'batch'" in findings[0].message
     assert findings[3].message == "demo needs config 'url': where the server is"
-    assert set(ADAPTER_CODES) == {"AD501", "AD502", "AD503", "AD504"}
+    assert set(ADAPTER_CODES) == {"AD501", "AD502", "AD503", "AD504", "AD505"}
     assert "url" not in values
     with pytest.raises(AdapterError, match="AD502"):
         SCHEMA.parse({})

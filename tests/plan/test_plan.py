@@ -15,7 +15,7 @@ def test_orders_toml(orders_toml: str) -> None:
     assert plan is not None and plan.name == "orders" and plan.version == 2
     assert [s.name for s in plan.sources] == ["kafka_in"]
     src = plan.sources[0]
-    assert src.params == {"topic": "orders", "bootstrap": "localhost:9092"}
+    assert src.params == {"topic": "orders", "bootstrap_servers": "localhost:9092"}
     assert src.message_bytes == 1000
     enrich = plan.stages[0]
     assert (enrich.op, enrich.inputs, enrich.process) == (

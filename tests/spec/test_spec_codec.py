@@ -7,7 +7,7 @@ import pytest
 import byteor.spec as S
 
 # Golden hashes: these change only if the canonical form changes, which breaks the contract.
-GRAPH_HASH = "sha256:96b44b55090ba9ee74b72fd1271629c3e5a7a148c1195425b3ebf37da7941b5c"
+GRAPH_HASH = "sha256:f4aa0dab727f0c3fcbedd136588af9f3c00b1f89d76718131c5b4010020c374a"
 RING_HASH = "sha256:2f66244457b09a0abf779467bfc634e884b93b892ad0a3d1a028be3d2d9fb758"
 
 GRAPH_CANONICAL = """\
@@ -28,7 +28,7 @@ sink.nats_out.in = enriched
 sink.nats_out.param.subject = orders.enriched
 source.kafka_in.adapter = kafka
 source.kafka_in.out = raw
-source.kafka_in.param.bootstrap = localhost:9092
+source.kafka_in.param.bootstrap_servers = localhost:9092
 source.kafka_in.param.topic = orders
 stage.enrich.in = raw
 stage.enrich.op = examples.orders:enrich
@@ -51,7 +51,10 @@ def test_decoded_types(graph_text: str) -> None:
     assert spec.lanes["enriched"].kind == "fanout"
     assert spec.stages["enrich"].inputs == ("raw",)
     assert spec.stages["enrich"].process == "workers"
-    assert spec.sources["kafka_in"].params == {"topic": "orders", "bootstrap": "localhost:9092"}
+    assert spec.sources["kafka_in"].params == {
+        "topic": "orders",
+        "bootstrap_servers": "localhost:9092",
+    }
     assert spec.sinks["audit"].inputs == ("enriched",)
 
 
