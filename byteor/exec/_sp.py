@@ -73,7 +73,11 @@ class _Input:
         try:
             while len(out) < max_count:
                 if one is not None:
-                    out.append(bytes(one.receive_nowait()))
+                    want = max_count - len(out)
+                    if want == 1:
+                        out.append(bytes(one.receive_nowait()))
+                    else:  # one bulk read, not a receive and a copy per record
+                        out += one.receive_batch_nowait(want, copy=True)  # type: ignore[arg-type]
                 else:
                     assert merge is not None
                     out.append(bytes(merge.receive_nowait()[1]))

@@ -78,6 +78,13 @@ class LaneRx(Protocol):
         """At least one and at most ``max_count`` messages."""
         ...
 
+    def receive_batch_nowait(
+        self, max_count: int, *, copy: bool = False
+    ) -> list[memoryview | bytes]:
+        """At least one and at most ``max_count`` messages (``bytes`` of their own with
+        ``copy``), or ``WouldBlock`` when none is there."""
+        ...
+
     def release(self) -> None:
         """Give back the slot of the last message received."""
         ...
