@@ -350,3 +350,13 @@ def test_registry_reports_a_module_that_fails_on_import(site: Path) -> None:
     assert [(f.code, f.severity) for f in found] == [("AD505", "warning")] * 2
     assert "RuntimeError: boom" in found[0].message
     assert "has no 'Adapter'" in found[1].message
+
+
+def test_the_examples_of_docs_adapters_validate() -> None:
+    """Every spec fragment in ``docs/adapters.md`` uses keys and values its adapter takes."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text()
+    blocks = [b for b in docs.split("```")[1::2] if "adapter = " in b and ".param." in b]
+    assert len(blocks) >= 9  # one per adapter, and "In a spec"
+    for block in blocks:
+        uses = uses_in_document(parse_kv(block))
+        assert uses and check_adapter_uses(uses) == [], block
