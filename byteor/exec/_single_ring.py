@@ -387,6 +387,14 @@ class SingleRing(LaneGraphMP):
                 f"SingleRing runs single_ring specs, this one targets {spec.target}: "
                 "lower the plan with --target single_ring, or use LaneGraph"
             )
+        restarting = sorted(n for n, st in spec.stages.items() if st.on_crash == "restart")
+        if restarting:
+            raise ExecError(
+                f"stage {restarting[0]!r} says on_crash = restart, which a single_ring cannot"
+                " do: its stages rewrite slots in place, and a restarted stage would process"
+                " again the slots its predecessor had rewritten but not released; run the"
+                " spec as a lane_graph (a restarted stage resumes from its last commit)"
+            )
         super().__init__(
             spec,
             sources=sources,

@@ -3,6 +3,7 @@ in processes of their own; same bytes as LaneGraph SP."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import multiprocessing
 import signal
@@ -126,6 +127,23 @@ def test_a_record_longer_than_slot_bytes_fails_the_run(batch: int) -> None:
     ):
         ex.run()
     assert leftovers(ex.run_id) == []
+
+
+def test_refuses_to_restart_a_stage_that_rewrites_in_place() -> None:
+    spec = ring_spec([("identity", {})], count=3, processes=("w",))
+    (st,) = spec.stages.values()
+    restarting = PipelineSpecV1.build(
+        "ringt",
+        "single_ring",
+        lanes=list(spec.lanes.values()),
+        stages=[dataclasses.replace(st, on_crash="restart", max_restarts=2)],
+        sources=list(spec.sources.values()),
+        sinks=list(spec.sinks.values()),
+    )
+    with pytest.raises(
+        ExecError, match=r"'s0' says on_crash = restart.*run the spec as a lane_graph"
+    ):
+        SingleRing(restarting)
 
 
 def test_refuses_a_lane_graph_and_end_of_stream_records() -> None:
