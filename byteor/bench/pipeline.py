@@ -157,10 +157,6 @@ def encode_record(record: bytes) -> bytes:
     return _OUT % _SCORED.unpack(record)
 
 
-def _split(data: bytes, size: int) -> list[bytes]:
-    return [data[k : k + size] for k in range(0, len(data), size)]
-
-
 def _joined(records: Sequence[bytes], size: int) -> bytes:
     """The records, each ``size`` bytes, as one buffer (a wrong length raises ValueError)."""
     data = b"".join(records)
@@ -176,8 +172,7 @@ def decode_many(records: Sequence[bytes]) -> list[bytes]:
     docs = _JSON.decode("[" + b",".join(records).decode("utf-8") + "]")
     if len(docs) != len(records):  # a record holding "1, 2" would pass as two
         raise ValueError("a record holds more than one JSON value")
-    flat = list(itertools.chain.from_iterable(map(_FIELDS, docs)))
-    return _split(struct.pack(f"<{len(flat)}q", *flat), _DECODED.size)
+    return list(itertools.starmap(_DECODED.pack, map(_FIELDS, docs)))
 
 
 def transform_many(records: Sequence[bytes]) -> list[bytes]:
@@ -189,7 +184,8 @@ def transform_many(records: Sequence[bytes]) -> list[bytes]:
     for name in ("i", "region", "v"):
         out[name] = a[name]
     out["score"] = (a["v"] % _MOD) * (a["region"] + 1)
-    return _split(out.tobytes(), _SCORED.size)
+    rows: list[bytes] = out.view(f"V{_SCORED.size}").tolist()
+    return rows
 
 
 def encode_many(records: Sequence[bytes]) -> list[bytes]:
