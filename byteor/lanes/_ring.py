@@ -623,7 +623,12 @@ class Consumer(AsyncConsumerMixin):
         q = self._q
         q[self._cur] = t
         if q[self._ww0] or (
-            self._ww_more and (q[self._ww1] or q[self._ww2] or any(q[w] for w in self._ww_tail))
+            self._ww_more
+            and (
+                q[self._ww1]
+                or q[self._ww2]
+                or (self._ww_tail and any(map(q.__getitem__, self._ww_tail)))
+            )
         ):
             futex_wake(self._seg.futex_address(self._cur))
 
