@@ -103,7 +103,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Run one 3-stage pipeline (decode JSON -> transform -> encode JSON) on SingleRing"
             " (1, 2 and 4 processes), LaneGraph SP and LaneGraph MP (2 and 4 processes), per"
-            " message and batched, and the same pipeline hand-written with"
+            " message, batched and framed (256 records a message), and the same pipeline"
+            " hand-written with"
             " multiprocessing.Queue between processes; print records/s, the ratio to the"
             " hand-written version and which target to pick for this machine's cores. Every"
             " run's output is checked byte for byte. Progress goes to stderr. Exit 1 when any"
@@ -125,7 +126,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--records",
         type=int,
         metavar="N",
-        help="records per batched run (default: 600000; per-message runs take a tenth)",
+        help="records per batched and framed run (default: 600000; per-message runs take a tenth)",
     )
     pipeline.add_argument(
         "--repeat", type=int, metavar="N", help="runs per target and mode (default: 3; --quick 1)"
