@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_json_flag(pipeline)
     pipeline.add_argument(
-        "--quick", action="store_true", help="a tenth of the records, one run each (~15 s)"
+        "--quick", action="store_true", help="a tenth of the records, one run each (~5 s)"
     )
     pipeline.add_argument(
         "--only",
