@@ -207,6 +207,7 @@ def leftovers(run_id: str) -> list[str]:
     ("processes", "batch"),
     [
         (("p0", "p1", "p2", "p3"), 64),  # each stage in its own process
+        (("p0", "p1", "p2", "p3"), 7),  # batches that end anywhere in a ring of 16
         (("w", "main", "w", "main"), 1),  # grouped, not neighbours, one record at a time
     ],
 )
