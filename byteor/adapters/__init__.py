@@ -26,7 +26,19 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._record import Ack, AckState, Headers, OutRecord, Record
+from byteor.adapters._record import (
+    Ack,
+    AckState,
+    Headers,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    RecordRow,
+    Settler,
+    ack_all,
+    make_records,
+    nack_all,
+)
 from byteor.adapters._registry import (
     BUILTIN,
     GROUP,
@@ -51,6 +63,12 @@ __all__ = [
     "Headers",
     "Ack",
     "AckState",
+    "ack_all",
+    "nack_all",
+    "make_records",
+    "RecordRow",
+    "LazyAckRecord",
+    "Settler",
     # the contract
     "Source",
     "Sink",

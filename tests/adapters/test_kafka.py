@@ -8,6 +8,8 @@ a source where the check allows it.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
@@ -15,8 +17,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import ConsumerRecord
 
 from byteor.adapters import (
+    AckError,
     AdapterError,
     AdapterNotFound,
     AdapterUnreachable,
@@ -24,7 +28,9 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.kafka import KafkaAdapter, KafkaPosition, KafkaSink, KafkaSource, _Partition
 from byteor.testing import ConformanceTests, Harness
@@ -154,48 +160,114 @@ class TestKafkaConformance(ConformanceTests):
 # -- the ledger, without a broker ------------------------------------------------------------
 
 
+TP = TopicPartition("t", 0)
+
+
 def test_watermark_never_passes_an_unsettled_record() -> None:
-    part = _Partition()
-    entries = [part.admit(o) for o in (10, 11, 12, 14)]  # 13: a gap (e.g. a control record)
-    assert all(e is not None for e in entries)
-    e10, e11, e12, e14 = entries
-    assert e12 is not None and e14 is not None and e10 is not None and e11 is not None
-    assert part.ack(e12) is False and part.due() is None  # 10 and 11 still out
-    assert part.ack(e10) is True and part.due() == 11
+    part = _Partition(TP)
+    runs = part.admit([10, 11, 12, 14])  # 13: a gap (e.g. a control record)
+    run = runs[0]
+    assert run is not None and runs == [run] * 4 and (run.base, run.end) == (10, 15)
+    run.ack(12 - 10)
+    assert part.due() is None  # 10 and 11 still out
+    run.ack(10 - 10)
+    assert part.due() == 11
     part.committed = 11
     assert part.due() is None
-    assert part.ack(e11) is True and part.due() == 13  # through 12
-    assert part.ack(e14) is True and part.due() == 15  # the gap holds nothing back
-    assert not part.ledger
+    run.ack(11 - 10)
+    assert part.due() == 14  # through 12, and past the gap: 14 is the next to read
+    # The next batch's run: all of it acked moves nothing while 14 is out.
+    later = part.admit_run(15, 5)
+    assert later is not None
+    for i in range(5):
+        later.ack(i)
+    assert part.due() == 14 and list(part.runs) == [run, later]
+    run.ack(14 - 10)
+    assert part.due() == 20  # the gap holds nothing back; both runs dropped
+    assert not part.runs and part.done_to == 20
+    run.ack(0)  # a second handle of an acked record changes nothing
+    assert part.due() == 20 and run.left == 0
 
 
 def test_a_rewind_redelivers_only_what_is_not_acked() -> None:
-    part = _Partition()
-    e = [part.admit(o) for o in range(5)]
-    assert all(x is not None for x in e)
-    part.ack(e[3])  # type: ignore[arg-type]
+    part = _Partition(TP)
+    run = part.admit_run(0, 5)
+    assert run is not None
+    run.ack(3)
     part.next_offset = 1  # what a nack of offset 1 does after seeking there
-    again = [part.admit(o) for o in range(1, 6)]
-    assert again[0] is e[1] and again[1] is e[2]  # the same ledger entries come back
+    assert part.admit_run(1, 5) is None  # not all new: the general path
+    again = part.admit(range(1, 6))
+    assert again[:2] == [run, run]  # 1 and 2: their slots in the same run come back
     assert again[2] is None  # 3 was acked: skipped
-    assert again[3] is e[4]
-    assert again[4] is not None and again[4].offset == 5  # new beyond the old end
-    assert part.admit(2) is None  # a stale fetch from before the rewind
-    assert [x.offset for x in part.ledger] == [0, 1, 2, 3, 4, 5]
-    # A record where a gap was (never seen on a real log) still lands in offset order.
-    gap = _Partition()
-    e0, e2 = gap.admit(0), gap.admit(2)
+    assert again[3] is run
+    new = again[4]
+    assert new is not None and new is not run and (new.base, new.end) == (5, 6)
+    assert part.admit([2]) == [None]  # a stale fetch from before the rewind
+    assert [(r.base, r.end) for r in part.runs] == [(0, 5), (5, 6)]
+    # Offsets where a gap was (never seen on a real log) still land in offset order:
+    # inside a run, and between two runs.
+    gap = _Partition(TP)
+    first = gap.admit([0, 2])[0]
+    second = gap.admit_run(5, 2)
+    assert first is not None and second is not None
     gap.next_offset = 0
-    assert gap.admit(0) is e0
-    e1 = gap.admit(1)
-    assert e1 is not None and gap.admit(2) is e2
-    assert [x.offset for x in gap.ledger] == [0, 1, 2]
-    assert e0 is not None and e2 is not None
-    gap.ack(e0)
-    gap.ack(e2)
+    assert gap.admit([0, 1, 2, 3]) == [first, first, first, gap.runs[1]]
+    between = gap.runs[1]
+    assert [(r.base, r.end) for r in gap.runs] == [(0, 3), (3, 4), (5, 7)]
+    first.ack(0)
+    first.ack(2)
     assert gap.due() == 1  # 1 is still out
-    gap.ack(e1)
+    first.ack(1)
     assert gap.due() == 3
+    second.ack(0)
+    second.ack(1)
+    assert gap.due() == 3  # 3 is still out
+    between.ack(0)
+    assert gap.due() == 7
+
+
+def _fetched(offsets: Sequence[int], headers: Any = ()) -> dict[TopicPartition, list[Any]]:
+    """What aiokafka's getmany returns for ``offsets`` of partition ``TP``."""
+    return {
+        TP: [
+            ConsumerRecord("t", 0, o, 0, 0, b"k", b"v%d" % o, None, 1, 2, headers) for o in offsets
+        ]
+    }
+
+
+async def test_records_handed_out_settle_in_batches_without_handles() -> None:
+    src = KafkaSource(BROKER, ["t"], "g")  # never started: the ledger alone
+    part = src._parts[TP] = _Partition(TP, src)
+    recs = src._hand_out(_fetched(range(100, 110), [("h", None)]))
+    assert [pos(r) for r in recs] == [KafkaPosition("t", 0, o) for o in range(100, 110)]
+    assert recs[0].out() == OutRecord(b"v100", b"k", (("h", b""),))  # a null header value
+    held = recs[1].ack  # a handle made when asked for, the same one every time
+    assert held is recs[1].ack and held.state == "pending"
+    await ack_all(recs[:4])
+    assert part.due() == 104
+    assert [r.ack.state for r in recs[:4]] == ["acked"] * 4 and held.state == "acked"
+    assert pos(recs[2]) == KafkaPosition("t", 0, 102), "the position outlives the run"
+    with pytest.raises(AckError):
+        await recs[2].ack.ack()
+    with pytest.raises(AckError):
+        await ack_all(recs[3:6])  # 103 was acked: the call settles nothing
+    assert [r.ack.state for r in recs[4:6]] == ["pending"] * 2
+    with pytest.raises(AckError):
+        await ack_all([recs[6], recs[7], recs[6]])  # the same record twice
+    assert recs[6].ack.state == "pending" and part.due() == 104
+    await recs[5].ack.ack()
+    await ack_all(recs[6:])
+    assert part.due() == 104  # 104 is still out
+    await ack_all([recs[4]])
+    assert part.due() == 110 and not part.runs
+    # A record copied or replaced keeps its content and position.
+    assert dataclasses.replace(recs[0]).position == pos(recs[0])
+    assert copy.copy(recs[9]) == recs[9]
+    # Acknowledgements of a partition given up change nothing the source commits.
+    more = src._hand_out(_fetched(range(110, 112)))
+    await src._on_revoked({TP})
+    await ack_all(more)
+    assert src._due() == {}
 
 
 # -- against Tansu ---------------------------------------------------------------------------
@@ -267,14 +339,14 @@ async def test_nack_rewinds_the_partition_skipping_acked_records_and_reports_lag
         assert [pos(r).offset for r in first] == [0, 1, 2, 3, 4, 5]
         assert src.health().lag == 4  # highwater 10, next to hand out 6
         await first[0].ack.ack()
-        await first[3].ack.ack()
-        await first[2].ack.nack()  # 2 and what follows come again; 3 (acked) does not
+        await ack_all([first[3]])  # without a handle made
+        await nack_all([first[2]])  # 2 and what follows come again; 3 (acked) does not
         again = await collect(src, 6)
         assert [pos(r).offset for r in again] == [2, 4, 5, 6, 7, 8]
         await first[1].ack.ack()  # an older handle below the rewind point still counts
         await first[4].ack.ack()  # and one above it: the same record, settled once
-        for r in again:
-            await r.ack.ack()  # again[1] (offset 4) changes nothing: already acked
+        await ack_all(again)  # again[1] (offset 4) changes nothing: already acked
+        assert first[2].ack.state == "nacked"
         await src.commit()
         assert await committed(topic, group) == [9]
         last = await collect(src, 1)
@@ -311,8 +383,7 @@ async def test_rebalance_commits_before_giving_up_and_forgets_in_flight() -> Non
         assert await b.next_batch(100, timeout_s=0.2) == []
         b.resume()
         assert not inner.paused()
-        for r in out_a[10:] + out_b[5:]:
-            await r.ack.ack()  # too late: these partitions were given up
+        await ack_all(out_a[10:] + out_b[5:])  # too late: these partitions were given up
         await a.commit()
         assert await committed(topic, group, 2) == [10, 5], "a stale ack was committed"
         # Together the two members now get exactly the unacknowledged records, in order.

@@ -3,11 +3,12 @@
 One topic of one partition per run (so the order is total), one consumer group per run.
 Source, by hand: an ``AIOKafkaConsumer`` with automatic commits off, ``getmany(max_records=n)``,
 then ``await commit({tp: last + 1})`` of the batch — the at-least-once loop of aiokafka's
-documentation. Ours commits the acknowledgement watermark in the background after a batch (one
-commit in flight), and at stop. Sink, by hand: an ``AIOKafkaProducer`` with ``acks="all"``,
-``send`` of every record of a batch, then the batch's delivery futures awaited — what ours does.
-Both consumers use the same short group timeouts, so that joining (untimed) takes about a second
-on Tansu.
+documentation. Ours acknowledges each batch with ``ack_all`` (every record settles, as
+downstream does once the sinks confirmed a batch) and commits the acknowledgement watermark in
+the background after a batch (one commit in flight), and at stop. Sink, by hand: an
+``AIOKafkaProducer`` with ``acks="all"``, ``send`` of every record of a batch, then the batch's
+delivery futures awaited — what ours does. Both consumers use the same short group timeouts, so
+that joining (untimed) takes about a second on Tansu.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
-from byteor.adapters import OutRecord, Record
+from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.kafka import KafkaSink, KafkaSource
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -62,8 +63,7 @@ class _OursSource(SourceSide[list[Record]]):
         return [r.payload for r in recs], recs
 
     async def ack(self, token: list[Record]) -> None:
-        for rec in token:
-            await rec.ack.ack()
+        await ack_all(token)
 
     async def close(self) -> None:
         await self._src.stop()
@@ -147,7 +147,7 @@ class KafkaCase(Case):
     address = BOOTSTRAP
     records = 100_000
     ours_source = (
-        "KafkaSource.next_batch + ack() of every record (commits of the watermark in the"
+        "KafkaSource.next_batch + ack_all(batch) (commits of the watermark in the"
         " background, one in flight)"
     )
     hand_source = "aiokafka: getmany(max_records=n), then await commit() of the batch's end"
