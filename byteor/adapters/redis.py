@@ -20,7 +20,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -36,7 +36,16 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._record import Ack, Headers, OutRecord, Record
+from byteor.adapters._record import (
+    Ack,
+    Headers,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    RecordRow,
+    Settler,
+    make_records,
+)
 from byteor.spec import Delivery
 
 __all__ = ["RedisAdapter", "RedisSource", "RedisSink", "encode_entry", "decode_entry"]
@@ -94,20 +103,49 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
     return OutRecord(*_fields(fields))
 
 
+class _Read(Settler):
+    """The entries of one ``next_batch``, as the :class:`Settler` in their records' ``ack``
+    field (the record's position is the entry id): acknowledging a batch queues its ids for
+    the XACK that goes with the next read, without a handle per record."""
+
+    __slots__ = ("source", "epoch")
+
+    def __init__(self, source: RedisSource, epoch: int) -> None:
+        self.source, self.epoch = source, epoch
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        return _EntryAck(self, record)
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
+        source = self.source
+        if source._stopped or self.epoch != source._epoch:
+            return  # still pending in Redis: it will be delivered again
+        ids = cast(list[bytes], [r.position for r in records])
+        if ok:
+            source._to_ack += ids
+        else:  # taken back with what they hold (other fields of a foreign entry are unused)
+            source._ready.extend(zip(ids, map(encode_entry, map(Record.out, records)), strict=True))
+
+
 class _EntryAck(Ack):
-    """An entry's acknowledgement: settling tells its source, without I/O (the XACK goes
-    with the next read), so ``settled`` is a plain method and there is no closure per record."""
+    """An entry's acknowledgement handle, made when ``record.ack`` is first read: settling
+    tells its source, without I/O (the XACK goes with the next read), so ``settled`` is a
+    plain method and there is no closure per record."""
 
-    __slots__ = ("_source", "_eid", "_fields", "_epoch")
+    __slots__ = ("_read", "_eid", "_entry")
 
-    def __init__(
-        self, source: RedisSource, eid: bytes, fields: Mapping[bytes, bytes], epoch: int
-    ) -> None:
+    def __init__(self, read: _Read, record: Record) -> None:
         Ack.__init__(self)
-        self._source, self._eid, self._fields, self._epoch = source, eid, fields, epoch
+        self._read, self._eid, self._entry = read, cast(bytes, record.position), record.out()
 
     def settled(self, ok: bool) -> None:
-        self._source._settled(self._eid, self._fields, self._epoch, ok)
+        source = self._read.source
+        if source._stopped or self._read.epoch != source._epoch:
+            return  # still pending in Redis: it will be delivered again
+        if ok:
+            source._to_ack.append(self._eid)
+        else:
+            source._ready.append((self._eid, encode_entry(self._entry)))
 
 
 def _address(url: str) -> str:
@@ -186,26 +224,18 @@ class RedisSource(Source):
         self._client = client
 
     def _records(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Record]:
-        """Records of ``(id, fields)`` entries, as read from the stream or taken back."""
-        epoch = self._epoch
-        out: list[Record] = []
-        append = out.append
-        headers: Headers
+        """Records of ``(id, fields)`` entries, as read from the stream or taken back: one
+        object each, with the batch's :class:`_Read` in place of the ack handle."""
+        read = _Read(self, self._epoch)
+        rows: list[RecordRow] = []
+        append = rows.append
         for eid, fields in entries:
             if len(fields) == 1 and b"p" in fields:  # payload only: what our sink writes
-                payload, key, headers = fields[b"p"], None, ()
+                append((fields[b"p"], None, (), eid, read))
             else:
                 payload, key, headers = _fields(fields)
-            append(Record(payload, key, headers, eid, _EntryAck(self, eid, fields, epoch)))
-        return out
-
-    def _settled(self, eid: bytes, fields: Mapping[bytes, bytes], epoch: int, ok: bool) -> None:
-        if self._stopped or epoch != self._epoch:
-            return  # still pending in Redis: it will be delivered again
-        if ok:
-            self._to_ack.append(eid)
-        else:
-            self._ready.append((eid, fields))
+                append((payload, key, headers, eid, read))
+        return make_records(rows, LazyAckRecord)
 
     async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """One command, retried with backoff while the server is unreachable (redis-py

@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from byteor.adapters import AdapterError, AdapterUnreachable, OutRecord, Sink, Source, load_adapter
+from byteor.adapters import (
+    AckError,
+    AdapterError,
+    AdapterUnreachable,
+    OutRecord,
+    Sink,
+    Source,
+    ack_all,
+    load_adapter,
+    nack_all,
+)
 from byteor.adapters.redis import RedisAdapter, RedisSink, RedisSource, decode_entry, encode_entry
 from byteor.testing import ConformanceTests, Harness
 
@@ -113,6 +123,34 @@ async def test_a_dead_consumers_pending_entries_are_claimed(harness: RedisHarnes
     assert pending["pending"] == 0
 
 
+async def test_batches_settle_without_handles_and_nacked_entries_come_back_whole(
+    harness: RedisHarness,
+) -> None:
+    sent = [
+        OutRecord(f"r{i}".encode(), b"k" if i % 2 else None, (("n", b"%d" % i),) if i % 3 else ())
+        for i in range(6)
+    ]
+    await harness.produce(sent)
+    src = await harness.new_source()
+    try:
+        got = await src.next_batch(10, timeout_s=1.0)
+        assert [r.out() for r in got] == sent
+        await ack_all(got[:2])
+        await nack_all(got[2:4])
+        await got[4].ack.nack()  # through a handle
+        again = await src.next_batch(10)
+        assert [r.out() for r in again] == sent[2:5], "nacked: whole and in order"
+        assert [r.position for r in again] == [r.position for r in got[2:5]]
+        with pytest.raises(AckError):
+            await ack_all(got[1:3])  # both settled: nothing happens
+        await ack_all([*again, got[5]])
+        assert await src.next_batch(10, timeout_s=0.2) == []  # sends the XACKs
+        pending = await harness.client.xpending(harness.stream, "g")
+        assert pending["pending"] == 0
+    finally:
+        await src.stop()
+
+
 async def test_sink_trims_with_maxlen(harness: RedisHarness) -> None:
     sink = RedisSink(URL, harness.stream, maxlen=100, approximate=False)
     await sink.start()
@@ -153,8 +191,19 @@ async def test_source_reconnects_when_the_server_restarts_mid_stream(tmp_path: P
         port = s.getsockname()[1]
     url = f"redis://127.0.0.1:{port}"
     argv = [
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(tmp_path),
     ]
 
     async def serve() -> asyncio.subprocess.Process:

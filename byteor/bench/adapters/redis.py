@@ -1,7 +1,8 @@
 """Redis Streams: ``RedisSource``/``RedisSink`` against redis.asyncio used by hand.
 
 Source, by hand: ``XREADGROUP GROUP g c COUNT n STREAMS s >``, then ``XACK s g id...`` of the
-batch — two round trips a batch, where ours sends the XACK in one pipeline with its next read.
+batch — two round trips a batch, where ours sends the XACK in one pipeline with its next read
+(ours acknowledges each batch with ``ack_all``, as downstream does once the sinks confirmed it).
 Sink, by hand: one non-transactional pipeline of ``XADD s * p <payload>`` per batch, confirmed
 when every entry got an id — the same commands ours sends.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from byteor.adapters import OutRecord, Record
+from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.redis import RedisSink, RedisSource
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -45,8 +46,7 @@ class _OursSource(SourceSide[list[Record]]):
         return [r.payload for r in recs], recs
 
     async def ack(self, token: list[Record]) -> None:
-        for rec in token:
-            await rec.ack.ack()
+        await ack_all(token)
 
     async def close(self) -> None:
         await self._src.stop()
@@ -122,7 +122,7 @@ class RedisCase(Case):
     address = "127.0.0.1:6379"
     records = 50_000
     ours_source = (
-        "RedisSource.next_batch + ack() of every record (the XACKs pipelined with the next"
+        "RedisSource.next_batch + ack_all(batch) (the XACKs pipelined with the next"
         " XREADGROUP)"
     )
     hand_source = "redis.asyncio: XREADGROUP COUNT n, then XACK of the batch's ids"
