@@ -19,9 +19,11 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.errors import NotJSMessageError
 from nats.js.api import ConsumerInfo, StreamConfig
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterConfigError,
     AdapterError,
@@ -31,7 +33,9 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.nats import (
     KEY_HEADER,
@@ -206,7 +210,43 @@ def test_ack_subject_parsed_like_nats_py() -> None:
     ):
         msg = Msg(_client=None, subject="x", reply=reply)  # type: ignore[arg-type]
         meta = msg.metadata
-        assert _seq_and_pending(msg) == (meta.sequence.stream, meta.num_pending) == (1234, 9)
+        assert _seq_and_pending(reply) == (meta.sequence.stream, meta.num_pending) == (1234, 9)
+    with pytest.raises(NotJSMessageError):
+        _seq_and_pending("_INBOX.not.an.ack.subject")
+
+
+async def test_batches_settle_without_handles_and_nacked_messages_come_back(
+    harness: JetStreamHarness,
+) -> None:
+    sent = [OutRecord(b"r%d" % i, b"k" if i % 2 else None, (("n", b"%d" % i),)) for i in range(6)]
+    await harness.produce(sent)
+    src = await harness.new_source()
+    try:
+        got = await src.next_batch(10, timeout_s=1.0)
+        assert [_without_id(r.out()) for r in got] == sent
+        assert [r.position for r in got] == [1, 2, 3, 4, 5, 6]  # stream sequences
+        assert src.health().lag == 0
+        await ack_all(got[:2])
+        await nack_all(got[2:4])  # nak'ed: delivered again at once
+        await got[4].ack.nack()  # through a handle
+        await ack_all([got[5]])
+        again: list[Record] = []
+        while len(again) < 3:
+            batch = await src.next_batch(10, timeout_s=1.0)
+            assert batch, f"only {len(again)} of the 3 nacked came back"
+            again += batch
+        assert [_without_id(r.out()) for r in again] == sent[2:5]
+        assert [r.position for r in again] == [3, 4, 5]
+        with pytest.raises(AckError):
+            await ack_all([again[0], got[0]])  # got[0] is acked: the call settles nothing
+        await ack_all(again)
+        assert await src.next_batch(10, timeout_s=0.3) == []
+    finally:
+        await src.stop()
+    deadline = time.monotonic() + 5
+    while (info := await harness.consumer()).num_ack_pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # acks are fire-and-forget: the server applies them soon
+    assert (info.num_ack_pending, info.num_pending, info.num_redelivered) == (0, 0, 0)
 
 
 def test_registry_loads_the_nats_adapter_and_its_config() -> None:

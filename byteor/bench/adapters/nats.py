@@ -2,7 +2,8 @@
 
 One stream (one subject) and one durable pull consumer per run. Source, by hand:
 ``pull_subscribe`` of a durable consumer with explicit acks, ``fetch(n)``, then ``ack()`` of
-every message — what ours sends. Sink, by hand: ``js.publish_async`` of every message of a
+every message — what ours sends (ours acknowledges each batch with ``ack_all``, as downstream
+does once the sinks confirmed it). Sink, by hand: ``js.publish_async`` of every message of a
 batch, then the batch's PubAck futures gathered; every message with a ``Nats-Msg-Id`` (a
 128-bit BLAKE2b of the payload) — the same work as ours with its default ``msg_id = hash``
 (de-duplication ids on the wire, PubAcks awaited per batch)."""
@@ -21,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from byteor.adapters import OutRecord, Record
+from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.nats import ConsumerSettings, JetStreamSink, JetStreamSource, NatsOptions
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -62,8 +63,7 @@ class _OursSource(SourceSide[list[Record]]):
         return [r.payload for r in recs], recs
 
     async def ack(self, token: list[Record]) -> None:
-        for rec in token:
-            await rec.ack.ack()
+        await ack_all(token)
 
     async def close(self) -> None:
         await self._src.stop()
@@ -155,7 +155,7 @@ class NatsCase(Case):
     address = "127.0.0.1:4222"
     records = 20_000
     ours_source = (
-        "JetStreamSource.next_batch + ack() of every record (durable pull consumer, explicit"
+        "JetStreamSource.next_batch + ack_all(batch) (durable pull consumer, explicit"
         " ack per message)"
     )
     hand_source = "nats-py: pull_subscribe fetch(n), then ack() of every message"
