@@ -7,8 +7,11 @@
         │   ├── InterpolationError      a ${...} placeholder cannot be resolved
         │   │   └── MissingVariable     ${VAR} without a default, VAR not set
         │   └── PipelineFileError       the spec or plan cannot be read or does not validate
-        └── ObserveError                the metrics endpoint cannot start
-            └── ObserveUnavailable      prometheus_client, starlette or uvicorn is missing
+        ├── ObserveError                the metrics endpoint cannot start
+        │   └── ObserveUnavailable      prometheus_client, starlette or uvicorn is missing
+        └── RunError                    the data plane cannot start or failed (a process died
+                                        past its restarts, an adapter refused, a drain ran
+                                        out of time)
 
 Every message is one line that says what is wrong and what to do, with secrets already
 replaced by ``***``: these errors are printed as they are, never with a traceback.
@@ -27,6 +30,7 @@ __all__ = [
     "PipelineFileError",
     "ObserveError",
     "ObserveUnavailable",
+    "RunError",
 ]
 
 
@@ -91,3 +95,18 @@ class ObserveError(EdgePlaneError):
 class ObserveUnavailable(ObserveError):
     """A library the metrics endpoint needs is not installed; the message has the
     ``pip install`` command."""
+
+
+class RunError(EdgePlaneError):
+    """The data plane cannot start, or it failed and stopped (its segments are removed).
+
+    Attributes:
+        summary: what the run did until then (the run summary's fields), when it started.
+        exit_code: 1 for a failed run, 2 for something this machine cannot run (a missing
+            client library, a run of the same name still going).
+    """
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.summary: dict[str, object] = {}
+        self.exit_code = exit_code
