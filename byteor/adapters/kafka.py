@@ -180,6 +180,7 @@ class KafkaPosition(NamedTuple):
 
 #: A run's mark per offset: handed out and not settled; acknowledged; no record there.
 _OUT, _ACKED, _GAP = 0, 1, 2
+_OUT_BYTE, _ACKED_BYTE = bytes([_OUT]), bytes([_ACKED])
 
 
 class _Run(Settler):
@@ -190,12 +191,18 @@ class _Run(Settler):
     handed out and not acknowledged, ``_ACKED``, or ``_GAP`` for an offset without a record
     (a control record, a compacted one), which holds nothing back. ``left`` counts the
     ``_OUT`` marks. Acknowledging a record is a byte store and a decrement.
+
+    ``sole`` holds while every ``_OUT`` mark belongs to exactly one record that still has the
+    run in its ``ack`` field (no handle made, nothing redelivered into the run, nothing
+    nacked): then ``ack_all`` of ``left`` of the run's records is all of them, and the run is
+    acknowledged at once.
     """
 
-    __slots__ = ("part", "base", "end", "marks", "left")
+    __slots__ = ("part", "base", "end", "marks", "left", "sole")
 
     def __init__(self, part: _Partition, base: int, end: int, marks: bytearray, left: int) -> None:
         self.part, self.base, self.end, self.marks, self.left = part, base, end, marks, left
+        self.sole = True
 
     def ack(self, index: int) -> None:
         """Mark the record at ``base + index`` acknowledged (once: a second handle of the same
@@ -211,6 +218,7 @@ class _Run(Settler):
     # -- Settler: records handed out with the run in their ack field
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
+        self.sole = False  # this record's mark now belongs to its handle
         return _RecordAck(self, _stored_position(record) - self.base)
 
     def settled_ack(self, state: AckState) -> Ack:
@@ -219,8 +227,15 @@ class _Run(Settler):
     def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
         base = self.base
         if not ok:
+            self.sole = False  # their marks stay out, with no record to settle them
             for r in records:
                 _RecordAck(self, _stored_position(r) - base, "nacked").settled(False)
+            return
+        if self.sole and len(records) == self.left:
+            # Distinct, pending, ours (ack_all checks): with `sole`, every record out.
+            self.marks = self.marks.replace(_OUT_BYTE, _ACKED_BYTE)
+            self.left = 0
+            self.part.drop_done()
             return
         marks = self.marks
         left = self.left
@@ -304,6 +319,7 @@ class _Partition:
         at = bisect_right(runs, offset, key=_base) - 1
         if at >= 0 and offset < runs[at].end:
             run = runs[at]
+            run.sole = False  # a second record for the offset, or one where a gap was
             index = offset - run.base
             mark = run.marks[index]
             if mark == _ACKED:

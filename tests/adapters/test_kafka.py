@@ -270,6 +270,23 @@ async def test_records_handed_out_settle_in_batches_without_handles() -> None:
     assert src._due() == {}
 
 
+async def test_a_whole_run_acked_at_once_never_covers_a_record_still_out() -> None:
+    src = KafkaSource(BROKER, ["t"], "g")  # never started: the ledger alone
+    part = src._parts[TP] = _Partition(TP, src)
+    whole = src._hand_out(_fetched(range(5)))
+    await ack_all(whole)  # every record of the run: acknowledged at once
+    assert part.due() == 5 and not part.runs
+    r0, r1, r2 = src._hand_out(_fetched(range(5, 8)))
+    held = r0.ack  # its mark now belongs to the handle, still out
+    await nack_all([r1])
+    part.next_offset = 6  # what the nack's seek does on a started source
+    r1b, r2b = src._hand_out(_fetched([6, 7]))  # 7 twice now: r2 and r2b
+    await ack_all([r1b, r2, r2b])  # three records, three offsets out: but not these three
+    assert part.due() == 5, "committed past 5, whose handle is not settled"
+    await held.ack()
+    assert part.due() == 8 and not part.runs
+
+
 # -- against Tansu ---------------------------------------------------------------------------
 
 
