@@ -11,13 +11,20 @@ A plan is lowered first (``--target``, default ``auto``). The run ends when ever
 ended; SIGINT or SIGTERM stop it gracefully (sources stop reading, what was admitted drains to
 the sinks, exit 0); a second signal exits at once (128 + the signal number).
 
-The summary (records per node, output sha256, elapsed seconds) goes to stderr as text, or as
-one JSON document with ``--json``: on stdout, unless a ``stdout`` sink writes records there,
-in which case on stderr.
+The summary (records per node, busy share, restarts, output sha256, elapsed seconds) goes to
+stderr as text, or as one JSON document with ``--json``: on stdout, unless a ``stdout`` sink
+writes records there, in which case on stderr. ``--name NAME`` puts the run's lanes and
+per-node counters in shared memory under NAME for ``byteor snapshot NAME`` (with ``sp`` too).
+
+MP supervises its workers: one that dies fails the run naming its stages, or is restarted
+when the spec says ``on_crash = restart``; a stage that takes no record for
+``--stall-timeout`` seconds while records wait for it (stuck in its op, a starved
+round-robin merge) stops the run naming it.
 
 Exit codes: 0 ran to the end (or stopped gracefully), 1 the spec has error findings or the run
-failed (a stage under ``on_error = fail``, a stall), 2 unreadable input or something this
-executor cannot run (an unknown op, a server adapter), 128 + N on a second signal N.
+failed (a stage under ``on_error = fail``, a stall, a dead worker), 2 unreadable input or
+something this executor cannot run (an unknown op, a server adapter), 128 + N on a second
+signal N.
 """
 
 from __future__ import annotations
@@ -74,8 +81,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--name",
         default=None,
-        help="mp and ring: name the run's shared-memory lanes byteor-NAME.<lane>, so that "
-        "`byteor snapshot NAME` can read them while it runs (default: a unique run id)",
+        help="name the run's shared-memory lanes byteor-NAME.<lane> and its per-node "
+        "counters byteor-NAME.-counters, so that `byteor snapshot NAME` can read them while "
+        "it runs (sp: lanes in shared memory instead of this process's; mp and ring: instead "
+        "of a unique run id)",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="mp: stop the run when a stage takes no record for SECONDS while records wait "
+        "for it, or stays that long inside its op (default 60; 0: never)",
     )
     add_json_flag(p)
     p.set_defaults(handler=_run)
@@ -126,14 +143,28 @@ def _text(doc: dict[str, Any]) -> str:
         f"{doc['records_in']} in, {doc['records_out']} out in {doc['elapsed_s']:.3f} s"
         + (" (stopped by signal, in-flight records drained)" if doc["stopped"] else "")
     ]
+    elapsed = doc["elapsed_s"]
     for group in ("sources", "stages", "sinks"):
         for name, n in doc[group].items():
             what = n.get("op", n.get("adapter"))
             line = f"  {n['kind']:<6} {name:<16} {what:<20} in {n['records_in']:>9}"
             line += f"  out {n['records_out']:>9}"
+            busy = doc.get("busy_s", {}).get(name)
+            if busy is not None and elapsed > 0:
+                line += f"  busy {min(1.0, busy / elapsed):>4.0%}"
             if n["kind"] == "stage" and n["errors"]:
                 line += f"  errors {n['errors']} (skipped {n['skipped']}, routed {n['routed']})"
+            if n.get("restarts"):
+                line += (
+                    f"  restarted {n['restarts']}x: {n['redelivered']} record(s) taken again, "
+                    f"{n['duplicates']} output(s) published twice"
+                )
             lines.append(line)
+    if doc.get("restarts"):
+        lines.append(
+            f"restarts: {doc['restarts']}; at-least-once: {doc['duplicates']} duplicate "
+            "output(s) downstream"
+        )
     lines.append(f"output sha256: {doc['output_sha256']}")
     return "\n".join(lines) + "\n"
 
@@ -142,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     from byteor.cli._load import findings_json, load, render_findings
     from byteor.exec import (
         BUILTIN_SUMMARIES,
+        DEFAULT_STALL_TIMEOUT,
         AdapterUnavailable,
         ExecError,
         LaneGraphMP,
@@ -185,6 +217,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", args.name):
         message = f"--name {args.name!r}: use 1-100 of A-Z a-z 0-9 _ -"
         return _fail(as_json, summary_to, message, EXIT_USAGE, base)
+    if args.stall_timeout is not None and args.stall_timeout < 0:
+        message = "--stall-timeout must be >= 0 seconds (0: never)"
+        return _fail(as_json, summary_to, message, EXIT_USAGE, base)
     if args.executor == "ring" and spec.target != "single_ring":
         message = (
             f"--executor ring runs single_ring specs; this one targets {spec.target} "
@@ -194,11 +229,16 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with _signals() as stop:
         try:
-            executor = LaneGraphSP(spec, batch=args.batch)
+            executor = LaneGraphSP(spec, batch=args.batch, run_id=args.name)
             if args.executor == "mp" or (
                 args.executor == "auto" and len({n.process for n in executor.graph.nodes}) > 1
             ):
-                executor = LaneGraphMP(spec, batch=args.batch, run_id=args.name)
+                stall: float | None = DEFAULT_STALL_TIMEOUT
+                if args.stall_timeout is not None:
+                    stall = args.stall_timeout or None
+                executor = LaneGraphMP(
+                    spec, batch=args.batch, run_id=args.name, stall_timeout=stall
+                )
             elif args.executor == "ring":
                 executor = SingleRing(spec, batch=args.batch, run_id=args.name)
             report = executor.run(stop)

@@ -1,17 +1,27 @@
-"""``byteor snapshot NAME``: the lane counters of a running pipeline, read from its segments.
+"""``byteor snapshot NAME``: the lane and node counters of a running pipeline, read from its
+segments.
 
-A multi-process or SingleRing run keeps its lanes in ``/dev/shm/byteor-<NAME>.<lane>`` (NAME
-is ``byteor run --name``, else the run id ``mp<pid>-<n>-<pipeline>``). Each is attached
-(validated, read-only use: no endpoint is made, nothing is written) and its counters read:
-published, consumed, used, lag, full-waits, drops, overruns, per consumer position, lag and
-loss. ``drops`` counts sends refused for lack of room (``send_nowait``): the executors retry
-them, so on events lanes it measures back-pressure, not loss. Per-stage counters (records,
-errors) are in the run's summary, not in shared memory yet.
+A named run (``byteor run --name NAME``, any executor; MP and SingleRing runs also under their
+run id) keeps its lanes in ``/dev/shm/byteor-<NAME>.<lane>`` and its per-node counters in
+``/dev/shm/byteor-<NAME>.-counters``. Each segment is attached (validated; nothing is written,
+no endpoint is made) and read:
 
-``--watch [SECONDS]`` repeats the view (text: redrawn in place on a terminal; ``--json``: one
-document per line) until the run's lanes are gone or ``--count`` views were shown.
+* per lane: published, consumed, used, lag, full-waits, drops, overruns, and per consumer its
+  position, lag and loss. ``drops`` counts sends refused for lack of room (``send_nowait``):
+  the executors retry them, so on events lanes it measures back-pressure, not loss. A
+  consumer's position is what its node has *finished* with (explicit release);
+* per node (source, stage, sink): records in and out, errors (skipped, routed), records it
+  holds uncommitted, what it is doing (``idle``, ``step`` inside its op, ``blocked`` waiting
+  for room, ``done``), its process and pid, busy share (time in its work over time since it
+  started), restarts and what they cost (records taken again, outputs published twice).
+  Each row is a consistent set, committed when everything its node took was published, so a
+  stage's counters add up in every snapshot: in = out + skipped + routed for a 1:1 op.
 
-Exit codes: 0 shown, 1 no lane of that name (nothing running), 2 usage.
+``--watch [SECONDS]`` repeats the view (text: redrawn in place on a terminal, with records per
+second since the previous view; ``--json``: one document per line, each with ``at_ns`` for
+rates) until the run's segments are gone or ``--count`` views were shown.
+
+Exit codes: 0 shown, 1 nothing of that name (nothing running), 2 usage.
 """
 
 from __future__ import annotations
@@ -31,10 +41,10 @@ __all__ = ["register", "read_snapshot"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "snapshot",
-        help="lane counters of a running pipeline, read from its shared memory",
-        description="Read the lane counters of a running pipeline (byteor run --executor mp "
-        "or ring) from /dev/shm/byteor-NAME.*, without disturbing it. Exit 0 shown, 1 no lane "
-        "of that name, 2 usage.",
+        help="lane and stage counters of a running pipeline, read from its shared memory",
+        description="Read the lane and per-stage counters of a running pipeline (byteor run "
+        "--name NAME) from /dev/shm/byteor-NAME.*, without disturbing it. Exit 0 shown, 1 "
+        "nothing of that name, 2 usage.",
     )
     p.add_argument("name", help="the run's name (byteor run --name) or run id")
     p.add_argument(
@@ -53,23 +63,77 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _lane_names(directory: str, name: str) -> list[str]:
+    from byteor.exec import COUNTERS_SUFFIX
     from byteor.lanes._segment import SHM_PREFIX
 
     head = f"{SHM_PREFIX}{name}."
+    counters = f"{SHM_PREFIX}{name}{COUNTERS_SUFFIX}"
     try:
         files = os.listdir(directory)
     except OSError:
         return []
-    return sorted(f[len(SHM_PREFIX) :] for f in files if f.startswith(head))
+    return sorted(f[len(SHM_PREFIX) :] for f in files if f.startswith(head) and f != counters)
+
+
+def read_nodes(name: str, directory: str | None = None) -> dict[str, Any] | None:
+    """The per-node counters of run ``name`` (``None`` when it has no counters segment)."""
+    from byteor import lanes
+    from byteor.exec import COUNTERS_SUFFIX
+
+    try:
+        counters = lanes.attach_counters(f"{name}{COUNTERS_SUFFIX}", directory=directory)
+    except lanes.SegmentNotFound:
+        return None
+    except lanes.LaneError as exc:
+        return {"error": str(exc)}
+    try:
+        rows = counters.read_all()
+    finally:
+        counters.close()
+    now = time.monotonic_ns()
+    return {
+        r.name: {
+            "kind": r.role,
+            "process": r.group,
+            "pid": r.pid,
+            "alive": r.alive,
+            "phase": _phase(r),
+            "records_in": r.records_in,
+            "records_out": r.records_out,
+            "errors": r.errors,
+            "skipped": r.skipped,
+            "routed": r.routed,
+            "inflight": r.inflight,
+            "busy_s": round(r.busy_ns / 1e9, 6),
+            "busy_share": round(r.busy_share(now), 4),
+            "restarts": r.restarts,
+            "redelivered": r.redelivered,
+            "duplicates": r.duplicates,
+            "consistent": r.consistent,
+        }
+        for r in rows
+    }
+
+
+def _phase(r: Any) -> str:
+    """What a node does: ``working`` (holds records it took: in its op, or between two
+    steps), ``idle``, ``blocked`` (waiting for room in an output), ``done``."""
+    if not r.pid:
+        return "not started"
+    if r.phase in ("idle", "step") and r.inflight:
+        return "working"
+    return str(r.phase)
 
 
 def read_snapshot(name: str, directory: str | None = None) -> dict[str, Any]:
-    """Every lane of run ``name`` as plain data: ``{"name", "lanes": {lane: counters}}``."""
+    """Every lane and node of run ``name`` as plain data:
+    ``{"name", "at_ns", "lanes": {lane: counters}, "nodes": {node: counters}}``."""
     from byteor import lanes
     from byteor.lanes._segment import SHM_DIR
 
     where = directory or SHM_DIR
     out: dict[str, Any] = {}
+    nodes = read_nodes(name, directory)
     for seg_name in _lane_names(where, name):
         lane = seg_name[len(name) + 1 :]
         try:
@@ -114,12 +178,49 @@ def read_snapshot(name: str, directory: str | None = None) -> dict[str, Any]:
                 for c in st.consumers
             },
         }
-    return {"name": name, "lanes": out}
+    doc: dict[str, Any] = {"name": name, "at_ns": time.monotonic_ns(), "lanes": out}
+    doc["nodes"] = {} if nodes is None else nodes
+    return doc
 
 
-def _text(doc: dict[str, Any]) -> str:
+def _nodes_text(doc: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
+    nodes = doc["nodes"]
+    if "error" in nodes:
+        return [f"  counters unreadable: {nodes['error']}"]
+    if not nodes:
+        return []
+    seconds = (doc["at_ns"] - previous["at_ns"]) / 1e9 if previous else 0.0
+    rate_head = f" {'in/s':>9}" if seconds > 0 else ""
+    lines = [
+        "",
+        f"  {'node':<16} {'kind':<6} {'process':<10} {'in':>11} {'out':>11} {'errors':>7} "
+        f"{'skip':>6} {'route':>6} {'held':>5} {'phase':<11} {'busy':>5}{rate_head}",
+    ]
+    for name, n in nodes.items():
+        line = (
+            f"  {name:<16} {n['kind']:<6} {n['process']:<10} {n['records_in']:>11} "
+            f"{n['records_out']:>11} {n['errors']:>7} {n['skipped']:>6} {n['routed']:>6} "
+            f"{n['inflight']:>5} {n['phase']:<11} {n['busy_share']:>5.0%}"
+        )
+        if seconds > 0:
+            before = (previous or {}).get("nodes", {}).get(name, {}).get("records_in", 0)
+            line += f" {(n['records_in'] - before) / seconds:>9.0f}"
+        if n["restarts"]:
+            line += (
+                f"  restarts {n['restarts']} (taken again {n['redelivered']}, "
+                f"published twice {n['duplicates']})"
+            )
+        if n["pid"] and not n["alive"] and n["phase"] != "done":
+            line += "  (its process is gone)"
+        lines.append(line)
+    return lines
+
+
+def _text(doc: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     lanes_ = doc["lanes"]
-    lines = [f"byteor snapshot {doc['name']}: {len(lanes_)} lane(s)"]
+    nodes = doc["nodes"]
+    count = f", {len(nodes)} node(s)" if nodes and "error" not in nodes else ""
+    lines = [f"byteor snapshot {doc['name']}: {len(lanes_)} lane(s){count}"]
     lines.append(
         f"  {'lane':<16} {'kind':<8} {'published':>11} {'consumed':>11} {'lag':>7} "
         f"{'used/cap':>11} {'full-waits':>10} {'drops':>7} {'overruns':>8}  state"
@@ -141,6 +242,7 @@ def _text(doc: dict[str, Any]) -> str:
                 f"  lost {c['lost']:>6}  waits {c['waits']:>6}"
                 + ("" if c["attached"] else "  (detached)")
             )
+    lines += _nodes_text(doc, previous)
     return "\n".join(lines) + "\n"
 
 
@@ -153,18 +255,19 @@ def _snapshot(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     shown = 0
     redraw = args.watch is not None and not args.json and sys.stdout.isatty()
+    previous: dict[str, Any] | None = None
     try:
         while True:
             doc = read_snapshot(args.name, args.dir)
-            if not doc["lanes"]:
+            if not doc["lanes"] and not doc["nodes"]:
                 if shown:
-                    sys.stderr.write(f"byteor: run {args.name!r} ended (its lanes are gone)\n")
+                    sys.stderr.write(f"byteor: run {args.name!r} ended (its segments are gone)\n")
                     return EXIT_OK
                 emit_error(
                     args,
-                    f"no lanes named byteor-{args.name}.* in {args.dir or '/dev/shm'}: is the "
-                    "run going? Name it with byteor run --executor mp|ring --name NAME (or use "
-                    "its run id); byteor doctor lists every segment",
+                    f"nothing named byteor-{args.name}.* in {args.dir or '/dev/shm'}: is the "
+                    "run going? Name it with byteor run --name NAME (or use its run id); "
+                    "byteor doctor lists every segment",
                     EXIT_FINDINGS,
                 )
                 return EXIT_FINDINGS
@@ -174,7 +277,8 @@ def _snapshot(args: argparse.Namespace) -> int:
                 )
                 sys.stdout.write("\n")
             else:
-                sys.stdout.write(("\x1b[H\x1b[2J" if redraw else "") + _text(doc))
+                sys.stdout.write(("\x1b[H\x1b[2J" if redraw else "") + _text(doc, previous))
+            previous = doc
             sys.stdout.flush()
             shown += 1
             if args.watch is None or (args.count is not None and shown >= args.count):

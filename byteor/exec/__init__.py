@@ -19,6 +19,12 @@
 Per-stage error policy, from the stage's parameters: ``param.on_error = fail`` (default: the
 run stops and names the stage and record), ``skip`` (drop and count), or ``route`` with
 ``param.error_lane = <one of the stage's out lanes>`` (the record goes there unchanged).
+
+Every run keeps one counters row per node (records in and out, errors, busy time, restarts),
+in shared memory when the run is named (``run_id``), for ``byteor snapshot``. In LaneGraph
+MP a worker that dies restarts when its stages say ``on_crash = restart`` (at-least-once:
+what it had taken and not finished is processed again), and a stage that takes no record
+for ``stall_timeout`` seconds while records wait for it stops the run (:class:`StageStalled`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from byteor.exec._errors import (
     PipelineStalled,
     StageConfigError,
     StageFailed,
+    StageStalled,
     WorkerDied,
 )
 from byteor.exec._graph import EXEC_PARAMS, Graph, LaneDef, NodeDef, build_graph
@@ -47,12 +54,12 @@ from byteor.exec._local import (
     open_source,
     splitmix64,
 )
-from byteor.exec._mp import LaneGraphMP, processes_of, run_mp
+from byteor.exec._mp import DEFAULT_STALL_TIMEOUT, LaneGraphMP, processes_of, run_mp
 from byteor.exec._ops import BUILTIN_SUMMARIES, canonical_json, frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._resolve import ENTRY_POINT_GROUP, entry_point_ops, import_object, resolve_op
 from byteor.exec._single_ring import SingleRing, run_single_ring
-from byteor.exec._sp import DEFAULT_BATCH, LaneGraphSP, run_sp
+from byteor.exec._sp import COMMIT_RECORDS, COUNTERS_SUFFIX, DEFAULT_BATCH, LaneGraphSP, run_sp
 from byteor.exec._stage import RecordStage, StageContext
 
 __all__ = [
@@ -65,6 +72,9 @@ __all__ = [
     "run_single_ring",
     "processes_of",
     "DEFAULT_BATCH",
+    "DEFAULT_STALL_TIMEOUT",
+    "COMMIT_RECORDS",
+    "COUNTERS_SUFFIX",
     "RunReport",
     "NodeReport",
     "StopToken",
@@ -104,5 +114,6 @@ __all__ = [
     "AdapterUnavailable",
     "StageFailed",
     "PipelineStalled",
+    "StageStalled",
     "WorkerDied",
 ]

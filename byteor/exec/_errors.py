@@ -6,7 +6,9 @@ ExecError
 ├── AdapterUnavailable   a source or sink adapter this executor cannot run (yet)
 ├── StageFailed          a stage could not process a record under ``on_error = fail``
 ├── PipelineStalled      no node can make progress and the pipeline is not finished
-└── WorkerDied           a process of a multi-process run exited early
+│   └── StageStalled     a stage made no progress for too long with work waiting (MP)
+└── WorkerDied           a process of a multi-process run exited early (and could not
+                         be restarted)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "AdapterUnavailable",
     "StageFailed",
     "PipelineStalled",
+    "StageStalled",
     "WorkerDied",
 ]
 
@@ -69,15 +72,35 @@ class PipelineStalled(ExecError):
     """Every node waits on another: a round-robin merge starved, or lanes too small."""
 
 
+class StageStalled(PipelineStalled):
+    """A stage took no record for ``stall_timeout`` seconds while records waited for it:
+    stuck inside its op (user code), or a round-robin merge waiting for its turn input.
+
+    Attributes:
+        stage: the stage's name.
+        process: the process it runs in.
+        seconds: how long it made no progress (by the supervisor's clock).
+        in_op: whether it was inside its op the whole time.
+    """
+
+    stage: str = ""
+    process: str = ""
+    seconds: float = 0.0
+    in_op: bool = False
+
+
 class WorkerDied(ExecError):
-    """A worker process of a multi-process run exited before the pipeline finished.
+    """A worker process of a multi-process run exited before the pipeline finished, and its
+    crash policy is ``fail`` or its restarts are used up.
 
     Attributes:
         process: the spec's process name of the worker.
         stages: the stages it ran.
         exitcode: its exit status (negative: the signal that killed it).
+        restarts: how many times it had been restarted before this death.
     """
 
     process: str = ""
     stages: tuple[str, ...] = ()
     exitcode: int | None = None
+    restarts: int = 0

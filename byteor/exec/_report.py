@@ -46,6 +46,11 @@ class NodeReport:
     extra: dict[str, int] = field(default_factory=dict)
     sha256: str | None = None  # sinks: of the bytes written (each record and "\n")
     bytes: int = 0  # sinks: bytes written
+    process: str = "main"  # the process it ran in
+    busy_ns: int = 0  # time in the node's work: a stage's op, a source's poll, a sink's write
+    restarts: int = 0  # stages of a restarted worker: how many times it was restarted
+    redelivered: int = 0  # records the dead process had taken and the new one took again
+    duplicates: int = 0  # outputs the dead process had published for those: published twice
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -63,6 +68,12 @@ class NodeReport:
             }
             if self.extra:
                 doc["counters"] = dict(sorted(self.extra.items()))
+            if self.restarts:
+                doc |= {
+                    "restarts": self.restarts,
+                    "redelivered": self.redelivered,
+                    "duplicates": self.duplicates,
+                }
         if self.kind == "sink":
             doc |= {"sha256": self.sha256, "bytes": self.bytes}
         return doc
@@ -98,6 +109,23 @@ class RunReport:
         return sum(n.records_out for n in self.sinks)
 
     @property
+    def restarts(self) -> int:
+        """Restarts of worker processes (counted once per process, not per stage)."""
+        seen: dict[str, int] = {}
+        for n in self.nodes:
+            if n.restarts:
+                seen[n.process] = max(seen.get(n.process, 0), n.restarts)
+        return sum(seen.values())
+
+    @property
+    def redelivered(self) -> int:
+        return sum(n.redelivered for n in self.nodes)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n.duplicates for n in self.nodes)
+
+    @property
     def output_sha256(self) -> str:
         sinks = self.sinks
         if len(sinks) == 1 and sinks[0].sha256 is not None:
@@ -122,6 +150,10 @@ class RunReport:
             "records_in": self.records_in,
             "records_out": self.records_out,
             "output_sha256": self.output_sha256,
+            "restarts": self.restarts,
+            "redelivered": self.redelivered,
+            "duplicates": self.duplicates,
+            "busy_s": {n.name: round(n.busy_ns / 1e9, 6) for n in self.nodes},
             "sources": group("source"),
             "stages": group("stage"),
             "sinks": group("sink"),

@@ -25,6 +25,12 @@ fill up) and :class:`PipelineStalled` says who waits on what.
 
 A stop request makes sources stop reading and close their lanes; everything already admitted
 drains to the sinks, and the run ends normally with ``stopped = True``.
+
+Inputs are read with explicit release: a node gives its input lanes back what it took only
+once everything it made of it is published (its *commit*), and at the same moment publishes
+its counters to its row of the run's counters segment (records in and out, errors, time in
+its work), so a row always adds up and a process that dies resumes from its last commit
+(see ``_mp``). The clock is read here, around each node's work, never in the kernel.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import itertools
 import os
 import select
 from collections.abc import Iterable, Mapping, Sequence
-from typing import BinaryIO, TextIO
+from time import monotonic_ns
+from typing import BinaryIO, Protocol, TextIO
 
 from byteor import lanes
 from byteor.exec._errors import ExecError, PipelineStalled, StageFailed
@@ -43,20 +50,109 @@ from byteor.exec._local import IterableSource, RecordSink, RecordSource, open_si
 from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._resolve import resolve_op
 from byteor.exec._stage import StageContext
-from byteor.kernel import LaneRx, LaneTx, Stage, StageCounters
+from byteor.kernel import LaneRx, LaneTx, RecordFailure, Stage, StageCounters
+from byteor.lanes import layout as _layout
 from byteor.spec import PipelineSpecV1
 
-__all__ = ["LaneGraphSP", "run_sp", "DEFAULT_BATCH"]
+__all__ = ["LaneGraphSP", "run_sp", "DEFAULT_BATCH", "COUNTERS_SUFFIX"]
 
 DEFAULT_BATCH = 64
 _run_ids = itertools.count()
+
+#: A run's counters segment is ``byteor-<run_id>.-counters`` (no lane name starts with "-").
+COUNTERS_SUFFIX = ".-counters"
+#: A node commits (gives its inputs back, publishes its counters) once it has taken this many
+#: records since its last commit (a quarter of its smallest input lane, if that is fewer), and
+#: whenever it finds nothing more to take: so at most ``COMMIT_RECORDS + batch - 1`` records
+#: of a node are uncommitted at any time. Fewer commits cost less; more keep snapshots fresher
+#: and the window of records a restart processes again smaller.
+COMMIT_RECORDS = 256
+#: One round in this many is timed for the nodes' busy share (see :func:`run_round`).
+TIMED_ROUNDS = 8
+
+_IDLE = _layout.PHASE_IDLE
+_STEP = _layout.PHASE_STEP
+_BLOCKED = _layout.PHASE_BLOCKED
+_DONE = _layout.PHASE_DONE
+
+
+class _Row(Protocol):
+    """Where a node publishes its counters (a :class:`byteor.lanes.RowWriter`)."""
+
+    live_q: memoryview  # the hot loop stores the live words itself (see RowWriter.begin)
+    live_at: int
+    step_word: int
+
+    def commit(
+        self,
+        records_in: int,
+        records_out: int,
+        errors: int,
+        skipped: int,
+        routed: int,
+        busy_ns: int,
+        now_ns: int,
+    ) -> None: ...
+
+    def begin(self, inflight: int) -> None: ...
+
+    def live(self, inflight: int, phase: int) -> None: ...
+
+    def phase(self, phase: int) -> None: ...
+
+    def pending_skipped(self, n: int) -> None: ...
+
+
+class _NoRow:
+    """For nodes without a row (executors that build their own nodes): publishes nothing."""
+
+    def __init__(self) -> None:
+        self.live_q = memoryview(bytearray(16)).cast("Q")  # scratch: stores land nowhere
+        self.live_at = 0
+        self.step_word = 0
+
+    def commit(
+        self,
+        records_in: int,
+        records_out: int,
+        errors: int,
+        skipped: int,
+        routed: int,
+        busy_ns: int,
+        now_ns: int,
+    ) -> None:
+        pass
+
+    def begin(self, inflight: int) -> None:
+        pass
+
+    def live(self, inflight: int, phase: int) -> None:
+        pass
+
+    def phase(self, phase: int) -> None:
+        pass
+
+    def pending_skipped(self, n: int) -> None:
+        pass
+
+
+_NO_ROW = _NoRow()
 
 
 class _Input:
     """One or several input lanes read as one stream, in the node's merge order."""
 
-    def __init__(self, receivers: Sequence[lanes.Consumer], order: str, names: Sequence[str]):
+    def __init__(
+        self,
+        receivers: Sequence[lanes.Consumer],
+        order: str,
+        names: Sequence[str],
+        capacity: int = 4 * COMMIT_RECORDS,
+    ):
         self.names = tuple(names)
+        self.receivers = tuple(receivers)
+        # Taken and not given back holds room upstream: commit well before a lane could fill.
+        self.commit_every = max(1, min(COMMIT_RECORDS, capacity // 4))
         self._one: LaneRx | None = receivers[0] if len(receivers) == 1 else None
         self._merge = (
             lanes.Merge(receivers, "ready" if order == "ready" else "round_robin")
@@ -88,6 +184,15 @@ class _Input:
             self.closed = True
         return out
 
+    def commit(self) -> None:
+        """Give the input lanes back everything taken so far (it is all done)."""
+        for rx in self.receivers:
+            rx.release()
+
+    def position(self) -> int:
+        """Records taken and given back, over every input (where a restart resumes)."""
+        return sum(rx.position for rx in self.receivers)
+
 
 class _Outbox:
     """Records waiting for room in an output lane (at most one step's worth)."""
@@ -112,8 +217,14 @@ class _Outbox:
 
 
 class _Node:
-    def __init__(self, report: NodeReport) -> None:
+    #: Whether :func:`run_round` times this node's visits (nodes that time their own work,
+    #: like SingleRing's, leave it off).
+    loop_timed = False
+
+    def __init__(self, report: NodeReport, row: _Row = _NO_ROW) -> None:
         self.report = report
+        self.row = row
+        self.busy = 0  # ns in the visits that moved records (counted by run_round)
         self.done = False
 
     @property
@@ -131,21 +242,38 @@ class _Node:
 
 
 class _SourceNode(_Node):
-    def __init__(self, report: NodeReport, adapter: RecordSource, out: _Outbox) -> None:
-        super().__init__(report)
+    loop_timed = True
+
+    def __init__(
+        self, report: NodeReport, adapter: RecordSource, out: _Outbox, row: _Row = _NO_ROW
+    ) -> None:
+        super().__init__(report, row)
         self.adapter = adapter
         self.out = out
         self.ended = False
         self.idle = False
+        self._committed = 0  # records_out at the last commit
+
+    def _commit(self, now: int) -> None:
+        r = self.report
+        self._committed = r.records_out
+        self.row.commit(r.records_in, r.records_out, 0, 0, 0, self.busy, now)
+        if self.out.pending:
+            self.row.phase(_BLOCKED)
 
     def run(self, batch: int, stop: StopToken) -> bool:
+        report = self.report
         moved = self.out.flush()
-        self.report.records_out += moved
+        report.records_out += moved
         if self.out.pending or self.done:
+            if moved:
+                self._commit(monotonic_ns())
             return moved > 0
         if stop.requested or self.ended:
             self.adapter.close()
             self.out.tx.close()
+            self._commit(monotonic_ns())
+            self.row.phase(_DONE)
             self.done = True
             return True
         got = self.adapter.poll(batch)
@@ -154,10 +282,14 @@ class _SourceNode(_Node):
             return True
         self.idle = not got
         if not got:
+            if report.records_out != self._committed:
+                self._commit(monotonic_ns())
             return moved > 0
-        self.report.records_in += len(got)
+        report.records_in += len(got)
         self.out.pending.extend(got)
-        self.report.records_out += self.out.flush()
+        report.records_out += self.out.flush()
+        if self.out.pending or report.records_out - self._committed >= COMMIT_RECORDS:
+            self._commit(monotonic_ns())
         return True
 
     def blocked(self) -> str:
@@ -170,6 +302,8 @@ class _SourceNode(_Node):
 
 
 class _StageNode(_Node):
+    loop_timed = True
+
     def __init__(
         self,
         report: NodeReport,
@@ -178,8 +312,9 @@ class _StageNode(_Node):
         outs: list[_Outbox],
         error_out: _Outbox | None,
         action: str,
+        row: _Row = _NO_ROW,
     ) -> None:
-        super().__init__(report)
+        super().__init__(report, row)
         self.stage = stage
         self.inp = inp
         self.outs = outs
@@ -188,6 +323,10 @@ class _StageNode(_Node):
         self.counters = StageCounters()
         self.finished = False
         self._all = [*outs, *([error_out] if error_out is not None else [])]
+        self._uncommitted = 0  # records taken since the last commit
+        self._batch_skipped = 0  # of those, skipped (kept live for a restart's accounting)
+        self._every = inp.commit_every
+        self._live, self._live_at = row.live_q, row.live_at
 
     def _flush(self) -> tuple[int, bool]:
         moved = 0
@@ -198,11 +337,27 @@ class _StageNode(_Node):
                 self.counters.records_out += n
         return moved, any(box.pending for box in self._all)
 
+    def _commit(self, now: int) -> None:
+        """Everything taken is published: give the inputs back, then publish the counters
+        (in that order: a restart compares the two, see ``_mp``)."""
+        self.inp.commit()
+        c = self.counters
+        row = self.row
+        row.commit(c.records_in, c.records_out, c.errors, c.skipped, c.routed, self.busy, now)
+        self._uncommitted = 0
+        if self._batch_skipped:
+            self._batch_skipped = 0
+            row.pending_skipped(0)
+
     def run(self, batch: int, stop: StopToken) -> bool:
         moved, held = self._flush()
         if held or self.done:
             return moved > 0
+        if moved and self._uncommitted:  # it was blocked; now everything it made is out
+            self._commit(monotonic_ns())
         if self.inp.closed:
+            if self._uncommitted:
+                self._commit(monotonic_ns())
             if not self.finished:
                 self.finished = True
                 emit = self.stage.finish()
@@ -212,26 +367,52 @@ class _StageNode(_Node):
                 return True
             for box in self._all:
                 box.tx.close()
+            self._commit(monotonic_ns())
+            self.row.phase(_DONE)
             self.done = True
             return True
         records = self.inp.take(batch)
         if not records:
+            if self._uncommitted:  # giving records back is progress: it makes room upstream
+                self._commit(monotonic_ns())
+                return True
             return moved > 0 or self.inp.closed
-        first = self.counters.records_in
-        self.counters.records_in += len(records)
+        n = len(records)
+        c = self.counters
+        first = c.records_in
+        c.records_in += n
+        self._uncommitted += n
+        # What a restart counts as taken again, and (unchanging) what a stall looks like.
+        self._live[self._live_at] = self._uncommitted
         result = self.stage.step_batch(records)
-        for failure in result.failures:
-            self.counters.count_error(failure.error, self.action)  # type: ignore[arg-type]
+        if result.failures:
+            self._failures(result.failures, records, first)
+        for box, port in zip(self.outs, result.ports, strict=True):
+            box.pending.extend(port)
+        # Records in flight and phase idle: working. The next visit takes more or finds
+        # nothing and commits, so a row never shows records in flight for long when idle.
+        if self._flush()[1]:
+            self.row.phase(_BLOCKED)
+        elif self._uncommitted >= self._every:
+            self._commit(monotonic_ns())
+        return True
+
+    def _failures(
+        self, failures: Sequence[RecordFailure], records: list[bytes], first: int
+    ) -> None:
+        c = self.counters
+        skipped = c.skipped
+        for failure in failures:
+            c.count_error(failure.error, self.action)  # type: ignore[arg-type]
             if self.action == "fail":
                 raise StageFailed(
                     self.name, first + failure.index, failure.error.code, failure.error.message
                 )
             if self.error_out is not None:
                 self.error_out.pending.append(records[failure.index])
-        for box, port in zip(self.outs, result.ports, strict=True):
-            box.pending.extend(port)
-        self._flush()
-        return True
+        if c.skipped != skipped:
+            self._batch_skipped += c.skipped - skipped
+            self.row.pending_skipped(self._batch_skipped)
 
     def blocked(self) -> str:
         full = [box.name for box in self._all if box.pending]
@@ -241,11 +422,18 @@ class _StageNode(_Node):
 
 
 class _SinkNode(_Node):
-    def __init__(self, report: NodeReport, adapter: RecordSink, inp: _Input) -> None:
-        super().__init__(report)
+    loop_timed = True
+
+    def __init__(
+        self, report: NodeReport, adapter: RecordSink, inp: _Input, row: _Row = _NO_ROW
+    ) -> None:
+        super().__init__(report, row)
         self.adapter = adapter
         self.inp = inp
         self.hash = hashlib.sha256()
+        self._uncommitted = 0
+        self._every = inp.commit_every
+        self._live, self._live_at = row.live_q, row.live_at
 
     def run(self, batch: int, stop: StopToken) -> bool:
         if self.done:
@@ -253,19 +441,36 @@ class _SinkNode(_Node):
         if self.inp.closed:
             self.adapter.close()
             self.report.sha256 = self.hash.hexdigest()
+            self._commit(monotonic_ns())
+            self.row.phase(_DONE)
             self.done = True
             return True
         records = self.inp.take(batch)
         if not records:
+            if self._uncommitted:  # giving records back is progress: it makes room upstream
+                self._commit(monotonic_ns())
+                return True
             return self.inp.closed
+        n = len(records)
+        self._live[self._live_at] = self._uncommitted + n  # records in flight: working
         self.adapter.write(records)
         for r in records:
             self.hash.update(r)
             self.hash.update(b"\n")
-        self.report.bytes += sum(len(r) for r in records) + len(records)
-        self.report.records_in += len(records)
-        self.report.records_out += len(records)
+        report = self.report
+        report.bytes += sum(len(r) for r in records) + n
+        report.records_in += n
+        report.records_out += n
+        self._uncommitted += n
+        if self._uncommitted >= self._every:
+            self._commit(monotonic_ns())
         return True
+
+    def _commit(self, now: int) -> None:
+        self.inp.commit()
+        report = self.report
+        self.row.commit(report.records_in, report.records_out, 0, 0, 0, self.busy, now)
+        self._uncommitted = 0
 
     def blocked(self) -> str:
         return f"sink {self.name!r} waits for a record on lane {self.inp.waiting_on}"
@@ -285,6 +490,9 @@ class LaneGraphSP:
         sinks: a ``RecordSink`` per sink name in place of the spec's adapter.
         batch: most records a node moves per visit.
         stdin, stdout: the streams of ``stdin`` sources and ``stdout`` sinks.
+        run_id: run over shared-memory lanes ``byteor-<run_id>.<lane>``, with the per-node
+            counters in ``byteor-<run_id>.-counters``, so ``byteor snapshot <run_id>`` can
+            watch the run; default: in-memory lanes and counters, nothing to watch.
     """
 
     executor = "lane_graph_sp"
@@ -298,6 +506,7 @@ class LaneGraphSP:
         batch: int = DEFAULT_BATCH,
         stdin: BinaryIO | TextIO | None = None,
         stdout: BinaryIO | TextIO | None = None,
+        run_id: str | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
@@ -308,6 +517,9 @@ class LaneGraphSP:
         self._batch = batch
         self._stdin = stdin
         self._stdout = stdout
+        self._fixed_id = run_id
+        self.run_id = run_id or ""
+        self._counters: lanes.Counters | None = None  # the run's rows, while it runs
 
     # -- building -------------------------------------------------------------------------
 
@@ -334,37 +546,56 @@ class LaneGraphSP:
             return given
         return open_sink(node.name, node.op, node.params, stdout=self._stdout)
 
-    def _create_lanes(self, prefix: str) -> dict[str, lanes.Lane]:
+    def _create_lanes(self, prefix: str, backing: str = "memory") -> dict[str, lanes.Lane]:
         made: dict[str, lanes.Lane] = {}
         try:
             for name, lane in self.graph.lanes.items():
+                durable = lane.kind in ("fanout", "journal") and not lane.overwrite
                 made[name] = lanes.create(
                     f"{prefix}{name}",
                     lane.kind,  # type: ignore[arg-type]
                     lane.capacity,
                     lane.slot_bytes,
                     max_consumers=None if lane.kind == "events" else max(16, len(lane.consumers)),
-                    backing="memory",
+                    consumers=lane.consumers if durable and backing == "shm" else (),
+                    backing=backing,  # type: ignore[arg-type]
                 )
         except BaseException:
             for lane_handle in made.values():
                 lane_handle.close()
-                lanes.unlink(lane_handle.name, backing="memory")
+                lanes.unlink(lane_handle.name, backing=backing)  # type: ignore[arg-type]
             raise
         return made
 
+    def _create_counters(self, run_id: str | None) -> lanes.Counters:
+        """One row per node, in graph order; in shared memory when the run is named."""
+        rows = [lanes.CounterRow(n.name, n.kind, n.process) for n in self.graph.nodes]
+        if run_id is None:
+            return lanes.create_counters("sp", rows, backing="memory")
+        return lanes.create_counters(f"{run_id}{COUNTERS_SUFFIX}", rows)
+
+    def _row(self, node: str) -> _Row:
+        """The counters row of ``node`` for this process (claims it), if the run has rows."""
+        counters = self._counters
+        if counters is None:
+            return _NO_ROW
+        index = counters.find(node)
+        return _NO_ROW if index is None else counters.writer(index)
+
     @staticmethod
     def _receiver(lane: lanes.Lane, spec: LaneDef, node: str) -> lanes.Consumer:
+        """The node's reader of ``lane``: explicit release (a node gives back only what it
+        has finished), except on overwrite lanes, where readers hold nobody back."""
         if spec.kind == "events":
-            return lane.receiver()
+            return lane.receiver(explicit=True)
         if spec.kind == "fanout":
-            return lane.receiver(
-                node, policy="best_effort" if spec.overwrite else "critical", start="earliest"
-            )
+            if spec.overwrite:
+                return lane.receiver(node, policy="best_effort", start="earliest")
+            return lane.receiver(node, policy="critical", start="earliest", explicit=True)
         # journal: named readers are durable (gate the writer); overwrite: tailing readers
         if spec.overwrite:
             return lane.receiver(start="earliest")
-        return lane.receiver(node, start="earliest")
+        return lane.receiver(node, start="earliest", explicit=True)
 
     # -- running --------------------------------------------------------------------------
 
@@ -379,35 +610,47 @@ class LaneGraphSP:
         stop = stop or StopToken()
         stages = self._stages()
         graph = self.graph
-        prefix = f"sp{os.getpid()}-{next(_run_ids)}-{graph.pipeline}."
-        made = self._create_lanes(prefix)
+        run_id = self._fixed_id
+        self.run_id = run_id or ""
+        backing = "memory" if run_id is None else "shm"
+        prefix = f"sp{os.getpid()}-{next(_run_ids)}-{graph.pipeline}." if run_id is None else ""
+        made = self._create_lanes(prefix if run_id is None else f"{run_id}.", backing)
         nodes: list[_Node] = []
         try:
+            self._counters = self._create_counters(run_id)
             rx = {
                 (lane, node): self._receiver(made[lane], graph.lanes[lane], node)
                 for lane in graph.lanes
                 for node in graph.lanes[lane].consumers
             }
             for node in graph.nodes:
-                report = NodeReport(node.kind, node.name, node.op)
+                report = NodeReport(node.kind, node.name, node.op, process=node.process)
                 inp = (
-                    _Input([rx[(i, node.name)] for i in node.inputs], node.merge, node.inputs)
+                    _Input(
+                        [rx[(i, node.name)] for i in node.inputs],
+                        node.merge,
+                        node.inputs,
+                        min(graph.lanes[i].capacity for i in node.inputs),
+                    )
                     if node.inputs
                     else None
                 )
                 outs = [_Outbox(o, made[o].sender()) for o in node.outputs]
+                row = self._row(node.name)
                 if node.kind == "source":
-                    nodes.append(_SourceNode(report, self._source(node), outs[0]))
+                    nodes.append(_SourceNode(report, self._source(node), outs[0], row))
                 elif node.kind == "stage":
                     assert inp is not None
                     lane = node.policy.lane
                     err = _Outbox(lane, made[lane].sender()) if lane is not None else None
                     nodes.append(
-                        _StageNode(report, stages[node.name], inp, outs, err, node.policy.action)
+                        _StageNode(
+                            report, stages[node.name], inp, outs, err, node.policy.action, row
+                        )
                     )
                 else:
                     assert inp is not None
-                    nodes.append(_SinkNode(report, self._sink(node), inp))
+                    nodes.append(_SinkNode(report, self._sink(node), inp, row))
             self._loop(nodes, stop)
         except BaseException as exc:
             for n in nodes:
@@ -419,13 +662,24 @@ class LaneGraphSP:
         finally:
             for lane_handle in made.values():
                 lane_handle.close()
-                lanes.unlink(lane_handle.name, backing="memory")
+                lanes.unlink(lane_handle.name, backing=backing)  # type: ignore[arg-type]
+            self._close_counters()
         return self._report(nodes, stop)
+
+    def _close_counters(self) -> None:
+        counters, self._counters = self._counters, None
+        if counters is None:
+            return
+        counters.finish()
+        counters.close()
+        if counters.path is not None:
+            lanes.unlink_counters(counters.name)
 
     def _report(self, nodes: list[_Node], stop: StopToken) -> RunReport:
         for n in nodes:
             if isinstance(n, _StageNode):
                 self._fold(n)
+            n.report.busy_ns = n.busy
         graph = self.graph
         return RunReport(
             graph.pipeline,
@@ -447,11 +701,10 @@ class LaneGraphSP:
 
     def _loop(self, nodes: list[_Node], stop: StopToken) -> None:
         batch = self._batch
+        rounds = 0
         while True:
-            progress = False
-            for n in nodes:
-                if not n.done and n.run(batch, stop):
-                    progress = True
+            progress = run_round(nodes, batch, stop, rounds % TIMED_ROUNDS == 0)
+            rounds += 1
             if all(n.done for n in nodes):
                 return
             if progress:
@@ -474,6 +727,32 @@ class LaneGraphSP:
                 + ". A round_robin merge waits for its turn input even while others fill up: "
                 "use merge = ready, or larger lanes"
             )
+
+
+def run_round(nodes: Sequence[_Node], batch: int, stop: StopToken, timed: bool = True) -> bool:
+    """Visit every node once; return whether any moved something.
+
+    In a ``timed`` round, a visit that moves something is time its node was busy (reading,
+    its work, publishing): one clock reading per such visit, the previous one starting it (a
+    visit that moves nothing takes no reading, so its few microseconds go to the next busy
+    node). Callers time one round in ``TIMED_ROUNDS``, which counts that many times: a
+    sample, so the clock costs nothing noticeable even at one record per batch.
+    """
+    progress = False
+    if not timed:
+        for n in nodes:
+            if not n.done and n.run(batch, stop):
+                progress = True
+        return progress
+    t = monotonic_ns()
+    for n in nodes:
+        if not n.done and n.run(batch, stop):
+            progress = True
+            now = monotonic_ns()
+            if n.loop_timed:
+                n.busy += (now - t) * TIMED_ROUNDS
+            t = now
+    return progress
 
 
 def _drain(fd: int) -> None:

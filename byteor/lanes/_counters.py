@@ -129,7 +129,17 @@ class RowWriter:
     (pid, process start time, start time if the row never started).
     """
 
-    __slots__ = ("_q", "_buf", "_b", "_commit_off", "_seq", "_pid_word")
+    __slots__ = (
+        "_q",
+        "_buf",
+        "_b",
+        "_commit_off",
+        "_seq",
+        "_pid_word",
+        "live_q",
+        "live_at",
+        "step_word",
+    )
 
     def __init__(self, counters: Counters, index: int) -> None:
         self._q = counters.q
@@ -148,6 +158,11 @@ class RowWriter:
         if not q[b + _W_STARTED]:
             q[b + _W_STARTED] = time.monotonic_ns()
         q[b + _W_PHASE_PID] = self._pid_word | (q[b + _W_PHASE_PID] & 0xFFFFFFFF)
+        # For a hot loop that stores the live words itself, as :meth:`begin` does:
+        # ``live_q[live_at] = inflight; live_q[live_at + 1] = step_word``.
+        self.live_q = q
+        self.live_at = b + _W_INFLIGHT
+        self.step_word = self._pid_word | L.PHASE_STEP
 
     def commit(
         self,
@@ -159,7 +174,8 @@ class RowWriter:
         busy_ns: int,
         now_ns: int,
     ) -> None:
-        """Publish the committed counters as one consistent set."""
+        """Publish the committed counters as one consistent set; the owner holds nothing
+        now (``inflight`` 0, phase idle)."""
         q = self._q
         b = self._b
         s = self._seq
@@ -170,6 +186,15 @@ class RowWriter:
         )  # fmt: skip
         q[b] = s + 2
         self._seq = s + 2
+        q[b + _W_INFLIGHT] = 0
+        q[b + _W_PHASE_PID] = self._pid_word
+
+    def begin(self, inflight: int) -> None:
+        """The owner holds ``inflight`` records since its last commit and enters its work."""
+        q = self._q
+        b = self._b
+        q[b + _W_INFLIGHT] = inflight
+        q[b + _W_PHASE_PID] = self._pid_word | L.PHASE_STEP
 
     def live(self, inflight: int, phase: int) -> None:
         """What the owner holds now (records taken since the last commit) and does."""

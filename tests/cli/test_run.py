@@ -79,9 +79,14 @@ def test_run_writes_the_output_and_a_json_summary(
     assert out.read_bytes() == b"R0\nR1\nR2\nR3\nR4\n"
     doc = json.loads(stdout)
     assert isinstance(doc.pop("elapsed_s"), float)
+    busy = doc.pop("busy_s")  # seconds in each node's work: timing, not compared
+    assert sorted(busy) == ["gen", "out", "up"] and all(s >= 0 for s in busy.values())
     assert doc["spec_hash"].startswith("sha256:")
     del doc["spec_hash"]
     assert doc == {
+        "duplicates": 0,
+        "redelivered": 0,
+        "restarts": 0,
         "executor": "lane_graph_sp",
         "file": path,
         "kind": "spec",

@@ -92,6 +92,12 @@ def test_run_name_is_what_snapshot_reads(
     assert json.loads(capsys.readouterr().out)["run_id"] == name
     snap = json.loads((tmp_path / "snap.json").read_text())
     assert sorted(snap["lanes"]) == ["done", "raw"]
-    assert snap["lanes"]["raw"]["consumers"]["default"]["position"] >= 50
+    # peek took record #50 and is inside its op; its input lane's cursor is what it has
+    # finished with, which is exactly what its counters row has committed.
+    peek = snap["nodes"]["peek"]
+    assert (peek["kind"], peek["process"], peek["phase"]) == ("stage", "w1", "working")
+    assert peek["records_in"] + peek["inflight"] >= 51
+    assert snap["lanes"]["raw"]["consumers"]["default"]["position"] == peek["records_in"]
+    assert sorted(snap["nodes"]) == ["gen", "out", "peek"]
     assert main(["snapshot", name]) == 1  # the run is over, its lanes are gone
     assert main(["run", str(spec), "--name", "bad.name"]) == 2
