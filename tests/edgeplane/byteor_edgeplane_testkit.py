@@ -1,0 +1,148 @@
+"""Helpers of the EdgePlane tests that run real processes against Redis on loopback.
+
+(pytest puts this directory on sys.path, so the module imports by its bare name.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from byteor import lanes
+from byteor.exec import COUNTERS_SUFFIX
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_names = itertools.count()
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or earlier run) uses."""
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something true (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def fill_stream(client: redis.Redis, stream: str, n: int, keys: int = 10) -> list[bytes]:
+    """``n`` entries ``k<key>-<i>`` (payload only, as the sink writes them); returns them."""
+    payloads = [f"k{i % keys}-{i}".encode() for i in range(n)]
+    pipe = client.pipeline(transaction=False)
+    for p in payloads:
+        pipe.xadd(stream, {"p": p})
+    pipe.execute()
+    return payloads
+
+
+def stream_payloads(client: redis.Redis, stream: str) -> list[bytes]:
+    return [fields[b"p"] for _, fields in client.xrange(stream)]
+
+
+def pending(client: redis.Redis, stream: str, group: str) -> int:
+    info: Any = client.xpending(stream, group)
+    return int(info["pending"])
+
+
+def redis_spec(
+    path: Path,
+    run: str,
+    stream_in: str,
+    stream_out: str,
+    *,
+    capacity: int = 1024,
+    process: str = "w1",
+    url: str = REDIS_URL,
+) -> Path:
+    """Redis stream -> upper-casing stage (in its own process) -> Redis stream."""
+    path.write_text(
+        f"""byteor.spec = 1
+pipeline.name = {run}
+pipeline.target = lane_graph
+lane.raw.kind = events
+lane.raw.capacity = {capacity}
+lane.raw.slot_bytes = 64
+lane.out.kind = events
+lane.out.capacity = {capacity}
+lane.out.slot_bytes = 64
+source.src.adapter = redis
+source.src.out = raw
+source.src.param.url = {url}
+source.src.param.stream = {stream_in}
+source.src.param.group = {run}
+source.src.param.consumer = {run}-src
+stage.up.op = byteor_edgeplane_testops:upper
+stage.up.in = raw
+stage.up.out = out
+stage.up.process = {process}
+sink.dst.adapter = redis
+sink.dst.in = out
+sink.dst.param.url = {url}
+sink.dst.param.stream = {stream_out}
+"""
+    )
+    return path
+
+
+def edgeplane(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """``python -m byteor.edgeplane ARGS`` with the test ops importable."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+    env.update(kwargs.pop("env", {}))
+    return subprocess.Popen(
+        [sys.executable, "-m", "byteor.edgeplane", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def node_pid(run: str, node: str, not_pid: int = 0) -> int:
+    """The live pid running ``node`` in run ``run`` (another than ``not_pid``), or 0."""
+    try:
+        counters = lanes.attach_counters(f"{run}{COUNTERS_SUFFIX}")
+    except lanes.LaneError:
+        return 0
+    try:
+        index = counters.find(node)
+        row = counters.read(index) if index is not None else None
+    finally:
+        counters.close()
+    if row is None or not row.alive or row.pid == not_pid:
+        return 0
+    return row.pid
+
+
+def cleanup_run(run: str) -> None:
+    """Remove every segment a test run may have left."""
+    for f in os.listdir("/dev/shm"):
+        if f.startswith((f"byteor-{run}.", f"edgeplane-{run}.")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join("/dev/shm", f))
+
+
+@contextlib.contextmanager
+def streams(client: redis.Redis, *names: str) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        client.delete(*names)
