@@ -69,7 +69,6 @@ from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._sp import (
     COUNTERS_SUFFIX,
     DEFAULT_BATCH,
-    TIMED_ROUNDS,
     LaneGraphSP,
     _Input,
     _Node,
@@ -78,6 +77,7 @@ from byteor.exec._sp import (
     _SourceNode,
     _StageNode,
     run_round,
+    timed_round,
 )
 from byteor.kernel import Stage
 from byteor.spec import PipelineSpecV1
@@ -131,7 +131,7 @@ def _drive(
     busy = 0
     rounds = 0
     while True:
-        progress = run_round(nodes, batch, stop, rounds % TIMED_ROUNDS == 0)
+        progress = run_round(nodes, batch, stop, timed_round(rounds))
         rounds += 1
         if all(n.done for n in nodes):
             return
@@ -344,6 +344,7 @@ class LaneGraphMP(LaneGraphSP):
             backoff.reset()
             while not all(w.finished for w in workers):
                 watch(max(backoff.next_timeout(), 0.001))
+            report = self._merge_reports(nodes, workers, stop)  # while the rows are there
         except BaseException as exc:
             for n in nodes:
                 if not n.done:
@@ -359,7 +360,7 @@ class LaneGraphMP(LaneGraphSP):
                 self._release(made)
             finally:
                 self._close_counters()
-        return self._merge_reports(nodes, workers, stop)
+        return report
 
     def _create_counters(self, run_id: str | None) -> lanes.Counters:
         rows = [lanes.CounterRow(n.name, n.kind, n.process) for n in self.graph.nodes]

@@ -703,7 +703,7 @@ class LaneGraphSP:
         batch = self._batch
         rounds = 0
         while True:
-            progress = run_round(nodes, batch, stop, rounds % TIMED_ROUNDS == 0)
+            progress = run_round(nodes, batch, stop, timed_round(rounds))
             rounds += 1
             if all(n.done for n in nodes):
                 return
@@ -729,14 +729,21 @@ class LaneGraphSP:
             )
 
 
+def timed_round(n: int) -> bool:
+    """Whether round ``n`` is timed: one in ``TIMED_ROUNDS`` (8), scattered by a
+    multiplicative hash so that no periodic pattern of busy and idle rounds escapes it."""
+    return ((n * 0x9E3779B1) & 0xFFFFFFFF) >> 29 == 0
+
+
 def run_round(nodes: Sequence[_Node], batch: int, stop: StopToken, timed: bool = True) -> bool:
     """Visit every node once; return whether any moved something.
 
     In a ``timed`` round, a visit that moves something is time its node was busy (reading,
     its work, publishing): one clock reading per such visit, the previous one starting it (a
     visit that moves nothing takes no reading, so its few microseconds go to the next busy
-    node). Callers time one round in ``TIMED_ROUNDS``, which counts that many times: a
-    sample, so the clock costs nothing noticeable even at one record per batch.
+    node). Callers time the rounds :func:`timed_round` picks, one in ``TIMED_ROUNDS``, which
+    count that many times: a sample, so the clock costs nothing noticeable even at one record
+    per batch.
     """
     progress = False
     if not timed:

@@ -125,3 +125,68 @@ class SnapshotAt:
                 json.dump(read_snapshot(self.name), f)
         self.n += 1
         return record
+
+
+def fail_every_third(record: bytes) -> bytes:
+    """Raises for records whose number is a multiple of 3 (with on_error = skip: skipped)."""
+    if int(record) % 3 == 0:
+        raise ValueError(f"{record.decode()} is a multiple of 3")
+    return record
+
+
+class SnapshotTwice(SnapshotAt):
+    """:class:`SnapshotAt`, and at the end of its input (``finish``, when every stage before it
+    has finished and committed) another snapshot into ``param.into`` + ``.end``."""
+
+    def finish(self) -> None:
+        import json
+
+        from byteor.cli._snapshot import read_snapshot
+
+        with open(self.into + ".end", "w") as f:
+            json.dump(read_snapshot(self.name), f)
+
+
+class KillOnce:
+    """SIGKILLs its own process at record number ``param.at`` (counted from where this process
+    started), once per run: it first creates the file ``param.marker``, and a process that finds
+    it there goes on. Without ``param.marker`` it kills every process that reaches the record."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.at = int(ctx.params.get("at", "0"))
+        self.marker = ctx.params.get("marker")
+        self.n = 0
+
+    def step(self, record: bytes) -> bytes:
+        if self.n == self.at:
+            if self.marker is None:
+                os.kill(os.getpid(), signal.SIGKILL)
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.close(fd)
+                os.kill(os.getpid(), signal.SIGKILL)
+        self.n += 1
+        return record
+
+
+class StuckAt:
+    """At record ``param.at`` creates the file ``param.marker`` and never returns: user code
+    stuck (the stall tests; the supervisor kills the process)."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.at = int(ctx.params.get("at", "0"))
+        self.marker = ctx.params["marker"]
+        self.n = 0
+
+    def step(self, record: bytes) -> bytes:
+        if self.n == self.at:
+            import threading
+
+            with open(self.marker, "w"):
+                pass
+            threading.Event().wait()
+        self.n += 1
+        return record

@@ -57,7 +57,7 @@ def _layout_drawings() -> list[str]:
 
 def test_layout_drawings_match_layout_py() -> None:
     drawings = _layout_drawings()
-    assert len(drawings) == 6
+    assert len(drawings) == 10  # the lane segment's 6, the counters segment's 4
     shown = [b.strip("\n") for b in TEXT_BLOCKS]
     for i, drawing in enumerate(drawings):
         assert drawing in shown, (
