@@ -122,8 +122,7 @@ class RedisCase(Case):
     address = "127.0.0.1:6379"
     records = 50_000
     ours_source = (
-        "RedisSource.next_batch + ack_all(batch) (the XACKs pipelined with the next"
-        " XREADGROUP)"
+        "RedisSource.next_batch + ack_all(batch) (the XACKs pipelined with the next XREADGROUP)"
     )
     hand_source = "redis.asyncio: XREADGROUP COUNT n, then XACK of the batch's ids"
     ours_sink = "RedisSink.write_batch (XADD pipelined per batch)"
