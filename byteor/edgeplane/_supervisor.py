@@ -112,7 +112,7 @@ from byteor.exec._sp import _Input, _Node, _Outbox, _StageNode, run_round
 from byteor.kernel import Stage
 from byteor.lanes._segment import SHM_DIR, SHM_PREFIX
 from byteor.lanes.doctor import inspect_segment
-from byteor.spec import Finding, PipelineSpecV1
+from byteor.spec import MAX_SLOT_BYTES, Finding, PipelineSpecV1
 
 __all__ = [
     "PlaneConfig",
@@ -136,6 +136,7 @@ def shape_findings(spec: PipelineSpecV1) -> list[Finding]:
       source and must not decrease along a lane; a merge would interleave them.
     * EP102: a lane with ``policy = overwrite`` loses records on purpose; at-least-once
       needs lanes that never drop one.
+    * EP103: a lane whose ``slot_bytes`` leaves no room for the 8-byte stamp.
     """
     out: list[Finding] = []
     for st in spec.stages.values():
@@ -154,6 +155,17 @@ def shape_findings(spec: PipelineSpecV1) -> list[Finding]:
                     None,
                     f"lane {lane.name!r} has policy overwrite, which drops records a slow "
                     "reader has not read: EdgePlane delivers at least once, use policy block",
+                )
+            )
+        if lane.slot_bytes + STAMP_BYTES > MAX_SLOT_BYTES:
+            out.append(
+                Finding(
+                    "EP103",
+                    "error",
+                    f"lane.{lane.name}.slot_bytes",
+                    None,
+                    f"lane {lane.name!r} has slot_bytes {lane.slot_bytes}; EdgePlane frames "
+                    f"each record with an 8-byte stamp, so at most {MAX_SLOT_BYTES - STAMP_BYTES}",
                 )
             )
     return out
@@ -496,6 +508,9 @@ class DataPlane:
                 gen.counters = lanes.create_counters(
                     f"{self.run_name}{COUNTERS_SUFFIX}", rows, replace=True
                 )
+        except (lanes.LaneError, OSError) as exc:
+            self._destroy(gen)
+            raise RunError(f"cannot create the run's shared memory: {exc}") from None
         except BaseException:
             self._destroy(gen)
             raise

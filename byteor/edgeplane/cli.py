@@ -107,7 +107,8 @@ def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
         help="check a spec or plan as `byteor validate` does, plus what EdgePlane runs",
         description="`byteor validate` on the file after ${VAR} interpolation (adapter params "
         "checked against their schemas), plus EdgePlane's checks (EP101: a stage or sink "
-        "reading several lanes; EP102: a lane with policy overwrite). Secrets print as ***. "
+        "reading several lanes; EP102: a lane with policy overwrite; EP103: slot_bytes "
+        "leaving no room for the 8-byte stamp). Secrets print as ***. "
         "Exit 0 valid, 1 error findings (or warnings with --strict), 2 unreadable.",
     )
     p.add_argument("file", help="spec or plan file")

@@ -301,3 +301,44 @@ async def test_a_sink_that_fails_retriably_is_retried_until_it_writes(broker: st
     await asyncio.wait_for(run, 10)
     assert [r.payload for r in topic_out.records] == [f"k{i % 7}-{i}".encode() for i in range(n)]
     assert plane.summary()["sinks"]["dst"]["failed_writes"] == 3
+
+
+async def test_a_fanout_lane_waits_for_its_slowest_sink_and_sources_ack_separately(
+    broker: str,
+) -> None:
+    n = 500
+    b = MemoryBroker.named(broker)
+    in1, in2 = b.topic("in1"), b.topic("in2")
+    in1.append([OutRecord(b"a-%d" % i) for i in range(n)])
+    in2.append([OutRecord(b"b-%d" % i) for i in range(n)])
+    spec = PipelineSpecV1.build(
+        "fan",
+        "lane_graph",
+        lanes=[LaneSpec("raw1", "fanout", 64, 64), lane("raw2")],
+        sources=[
+            SourceSpec("one", "memory", "raw1", {"topic": "in1", "broker": broker}),
+            SourceSpec("two", "memory", "raw2", {"topic": "in2", "broker": broker}),
+        ],
+        sinks=[
+            SinkSpec("fast", "memory", ("raw1",), params={"topic": "fast", "broker": broker}),
+            SinkSpec("slow", "memory", ("raw1",), params={"topic": "slow", "broker": broker}),
+            SinkSpec("other", "memory", ("raw2",), params={"topic": "other", "broker": broker}),
+        ],
+    )
+    slow = GatedSink(b.topic("slow"))
+    plane = DataPlane(spec, PlaneConfig(run="fan", batch=16), sinks={"slow": slow})
+    stop = asyncio.Event()
+    run = asyncio.create_task(plane.run_inline(stop))
+    await asyncio.wait_for(slow.waiting.wait(), 10)
+    # The second source is on its own path: all of it is committed while the first waits.
+    await until(lambda: in2.group("byteor").committed == n, "the other source committed")
+    await until(lambda: len(b.topic("fast").records) >= 64, "the fast sink writing")
+    assert in1.group("byteor").committed == 0  # the slow sink confirmed nothing
+    slow.gate.set()
+    await until(lambda: in1.group("byteor").committed == n, "the first source committed")
+    stop.set()
+    await asyncio.wait_for(run, 10)
+    want = [b"a-%d" % i for i in range(n)]
+    assert [r.payload for r in b.topic("fast").records] == want
+    assert [r.payload for r in b.topic("slow").records] == want
+    assert [r.payload for r in b.topic("other").records] == [b"b-%d" % i for i in range(n)]

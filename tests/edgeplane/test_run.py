@@ -8,12 +8,15 @@ server, missing client library, missing variable). ``validate``, ``describe`` an
 
 from __future__ import annotations
 
+import array
+import fcntl
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,3 +285,62 @@ def test_help_lists_the_environment_variables(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for variable in ("EDGEPLANE_NAME", "EDGEPLANE_DRAIN_TIMEOUT", "EDGEPLANE_RESTART"):
         assert variable in out
+
+
+def _stuck_run(tmp_path: Path, run: str, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """A run whose stdout sink writes to a pipe nobody reads: it fills, and the run can
+    never drain. Returns the process and the pipe's read end (close it afterwards)."""
+    spec = tmp_path / "stuck.spec"
+    spec.write_text(
+        f"byteor.spec = 1\npipeline.name = {run}\npipeline.target = lane_graph\n"
+        "lane.a.kind = events\nlane.a.capacity = 64\nlane.a.slot_bytes = 64\n"
+        "source.s.adapter = generator\nsource.s.out = a\nsource.s.param.count = 100000000\n"
+        "sink.k.adapter = stdout\nsink.k.in = a\n"
+    )
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "byteor.edgeplane", "run", str(spec), "--metrics-addr", "off",
+         *args],
+        stdout=w,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    os.close(w)
+    return proc, r
+
+
+def pipe_full(r: int) -> bool:
+    """Whether the pipe whose read end is ``r`` holds all it can (a writer blocks)."""
+    held = array.array("i", [0])
+    fcntl.ioctl(r, termios.FIONREAD, held)
+    return held[0] > fcntl.fcntl(r, 1032) - 4096  # F_GETPIPE_SZ, less a page: no more fits
+
+
+def test_a_drain_that_cannot_finish_ends_at_the_drain_timeout(tmp_path: Path, run: str) -> None:
+    proc, r = _stuck_run(tmp_path, run, "--drain-timeout", "1", "--log-level", "error")
+    try:
+        wait_for(lambda: pipe_full(r), "the stdout pipe full")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(r)
+    assert proc.returncode == 1, err
+    assert "the drain did not finish within 1 s (--drain-timeout)" in one_line(err)
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, run: str) -> None:
+    proc, r = _stuck_run(tmp_path, run)
+    try:
+        assert proc.stderr is not None
+        while "data plane started" not in proc.stderr.readline():
+            pass
+        proc.send_signal(signal.SIGTERM)
+        while "stopping" not in proc.stderr.readline():
+            pass
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        os.close(r)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "stopped at once by a second signal" in err
+    assert not [f for f in os.listdir("/dev/shm") if run in f]
