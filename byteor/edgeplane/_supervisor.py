@@ -499,7 +499,11 @@ class DataPlane:
                     backing=backing,  # type: ignore[arg-type]
                     replace=not self._memory,
                 )
-            rows = [lanes.CounterRow(n.name, n.kind, n.process) for n in graph.nodes]
+            # A row's group is the process that runs the node (what snapshot shows).
+            group = {"source": "edge-in", "sink": "edge-out"}
+            rows = [
+                lanes.CounterRow(n.name, n.kind, group.get(n.kind, n.process)) for n in graph.nodes
+            ]
             if self._memory:
                 gen.counters = lanes.create_counters(
                     f"{self.run_name}-inline", rows, backing="memory"
