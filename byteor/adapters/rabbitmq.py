@@ -5,15 +5,18 @@ Theory of operation.
 Source: one consumer on a queue, manual acknowledgement, with ``basic.qos(prefetch)``
 bounding how many messages the broker hands this consumer before it acknowledges any — the
 prefetch is the credit, and it is the back-pressure: nothing more arrives while ``prefetch``
-messages are buffered or out downstream. Deliveries land in a buffer; :meth:`next_batch` hands
-them out. ``ack`` queues the delivery tag; the queue is flushed at the next :meth:`next_batch`
-(a settle wakes a waiting one) or at stop, as one ``basic.ack(multiple=True)`` for the longest
-run of tags with nothing unsettled below it, and single acks for the rest. ``nack`` is sent at
-once as ``basic.nack(requeue=True)``, so a later multiple-ack never covers it. ``pause`` only
-stops handing out: the buffer is already bounded by the prefetch, and a ``basic.cancel`` /
-``basic.consume`` pair per pause would cost two round trips each time back-pressure flips while
-leaving the delivered messages with this consumer anyway. Stop flushes settled acks and closes
-the connection; the broker requeues everything still unacknowledged.
+messages are buffered or out downstream. Each delivery becomes its record as it arrives (one
+object per delivery: aio-pika's message is let go, and the record holds its channel's
+:class:`~byteor.adapters.Settler` in place of an ack handle) and lands in a buffer;
+:meth:`next_batch` hands them out. ``ack`` (or ``ack_all`` of a batch) queues the delivery tags;
+the queue is flushed at the next :meth:`next_batch` (a settle wakes a waiting one) or at stop,
+as one ``basic.ack(multiple=True)`` for the longest run of tags with nothing unsettled below it,
+and single acks for the rest. ``nack`` is sent at once as ``basic.nack(requeue=True)``, so a
+later multiple-ack never covers it. ``pause`` only stops handing out: the buffer is already
+bounded by the prefetch, and a ``basic.cancel`` / ``basic.consume`` pair per pause would cost
+two round trips each time back-pressure flips while leaving the delivered messages with this
+consumer anyway. Stop flushes settled acks and closes the connection; the broker requeues
+everything still unacknowledged.
 
 Delivery tags belong to a channel. After the connection drops, aio-pika's robust connection
 reconnects (waits grow with the outage, see :class:`_BackoffConnection`), reopens the channel,
@@ -39,8 +42,9 @@ import asyncio
 import logging
 import os
 import socket
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any, NamedTuple
 
@@ -67,7 +71,14 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._record import Ack, Headers, OutRecord, Record
+from byteor.adapters._record import (
+    Ack,
+    Headers,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    Settler,
+)
 from byteor.spec import Delivery
 
 __all__ = [
@@ -137,6 +148,8 @@ def _as_bytes(value: object) -> bytes:
 
 def decode_headers(table: Mapping[str, object] | None) -> Headers:
     """A record's headers from AMQP headers (the inverse of :func:`encode_headers`)."""
+    if not table:
+        return ()
     out: list[tuple[str, bytes]] = []
     for name, value in (table or {}).items():
         if isinstance(value, list):
@@ -315,6 +328,63 @@ class _Base:
         return Health(connected=conn.up and not channel.is_closed, detail=conn.describe())
 
 
+class _Channel(Settler):
+    """The deliveries of one channel (an epoch of the source), as the :class:`Settler` in
+    their records' ``ack`` field: ``ack_all`` queues a batch's delivery tags for the next
+    flush and ``nack_all`` sends their nacks, without a handle per record."""
+
+    __slots__ = ("source", "epoch")
+
+    def __init__(self, source: RabbitMQSource, epoch: int) -> None:
+        self.source, self.epoch = source, epoch
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        return _DeliveryAck(self, _stored_position(record) >> 1)
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> Awaitable[None] | None:
+        return self.source._settled([_stored_position(r) >> 1 for r in records], self.epoch, ok)
+
+
+class _DeliveryAck(Ack):
+    """A delivery's acknowledgement handle, made when ``record.ack`` is first read: an ack
+    queues the tag (no I/O, so ``settled`` is a plain method), a nack is sent at once."""
+
+    __slots__ = ("_channel", "_tag")
+
+    def __init__(self, channel: _Channel, tag: int) -> None:
+        Ack.__init__(self)
+        self._channel, self._tag = channel, tag
+
+    def settled(self, ok: bool) -> Awaitable[None] | None:
+        return self._channel.source._settled([self._tag], self._channel.epoch, ok)
+
+
+_stored_position = vars(Record)["position"].__get__
+_store_position = vars(Record)["position"].__set__
+
+
+class _AmqpRecord(LazyAckRecord):
+    """A delivery, made when it arrives: its delivery tag and redelivered flag are kept in
+    the ``position`` field as one int (``tag << 1 | redelivered``) and its channel in the
+    ``ack`` field; the :class:`AmqpPosition` and the ack handle are made when asked for
+    (see :class:`Settler`). Otherwise a :class:`Record` (a position given to the
+    constructor, e.g. by ``dataclasses.replace``, is kept)."""
+
+    __slots__ = ()
+
+    @property
+    def position(self) -> object:
+        stored = _stored_position(self)
+        if stored.__class__ is not int:
+            return stored
+        return AmqpPosition(stored >> 1, bool(stored & 1))
+
+    @position.setter
+    def position(self, value: object) -> None:
+        # Reached only through object.__setattr__ (copy, pickle): Record.__setattr__ refuses.
+        _store_position(self, value)
+
+
 class RabbitMQSource(_Base, Source):
     """Consumes one queue with manual acknowledgement; see the module docstring."""
 
@@ -343,13 +413,15 @@ class RabbitMQSource(_Base, Source):
         self._exchange, self._exchange_type = exchange, exchange_type
         self._binding_key = binding_key
         self._declare, self._durable = declare, durable
-        # Deliveries of the current channel not yet acked or nacked to the broker, by tag
+        # Tags of the current channel's deliveries not yet acked or nacked to the broker
         # (buffered ones included: a multiple-ack must not cover them).
-        self._unsettled: dict[int, AbstractIncomingMessage] = {}
-        self._buffer: deque[tuple[AbstractIncomingMessage, aiormq.abc.AbstractChannel]] = deque()
-        self._to_ack: list[int] = []
+        self._unsettled: set[int] = set()
+        self._buffer: deque[Record] = deque()  # arrived, not handed out yet
+        self._to_ack: list[int] = []  # settled with ack, sent at the next flush
         self._chan: aiormq.abc.AbstractChannel | None = None  # the channel tags belong to
-        self._epoch = 0
+        self._epoch = 0  # one per channel, and per stop: settling an older record is a no-op
+        self._deliveries = _Channel(self, self._epoch)
+        self._routing_key: tuple[str | None, bytes | None] = (None, None)  # the last one seen
         self._wake = asyncio.Event()
         self._paused = False
         self._stopped = True
@@ -384,75 +456,99 @@ class RabbitMQSource(_Base, Source):
             raise
 
     async def _on_message(self, msg: AbstractIncomingMessage) -> None:
+        """Make the delivery's record at once, so aio-pika's message object is let go when
+        this returns (objects kept alive are the garbage collector's work, see
+        :class:`Settler`): the record is the one object per delivery the source keeps."""
         if self._stopped:
             return  # the broker requeues it when the connection closes
-        chan = msg.channel
+        try:
+            chan = msg.channel
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return  # closed since it arrived: the broker requeues it
         if chan is not self._chan:
             # A new channel after a reconnect: the old one's tags mean nothing any more, and
             # the broker has requeued its deliveries (they come back on this channel).
             self._chan = chan
             self._epoch += 1
+            self._deliveries = _Channel(self, self._epoch)
             self._buffer.clear()
             self._unsettled.clear()
             self._to_ack.clear()
-        assert msg.delivery_tag is not None  # manual ack: every delivery has a tag
-        self._unsettled[msg.delivery_tag] = msg
-        self._buffer.append((msg, chan))
+        tag = msg.delivery_tag
+        assert tag is not None  # manual ack: every delivery has a tag
+        routing_key, key = self._routing_key
+        if msg.routing_key != routing_key:  # usually one for the whole queue: one bytes object
+            routing_key = msg.routing_key
+            key = routing_key.encode() if routing_key else None
+            self._routing_key = routing_key, key
+        self._unsettled.add(tag)
+        self._buffer.append(
+            _AmqpRecord(
+                msg.body,
+                key,
+                decode_headers(msg.headers),
+                tag << 1 | bool(msg.redelivered),
+                self._deliveries,  # type: ignore[arg-type]  # a LazyAckRecord's Settler
+            )
+        )
         self._wake.set()
 
-    def _record(self, msg: AbstractIncomingMessage) -> Record:
-        epoch = self._epoch
-        tag = msg.delivery_tag
-        assert tag is not None
+    def _settled(self, tags: list[int], epoch: int, ok: bool) -> Awaitable[None] | None:
+        """Deliveries ``tags`` of channel ``epoch`` settled: an ack queues them for the next
+        flush (and wakes a waiting :meth:`next_batch`, which returns the credit); a nack is
+        sent now, so that no later multiple-ack covers them."""
+        if self._stopped or epoch != self._epoch:
+            return None  # their channel is gone: the broker delivers them again
+        if ok:
+            self._to_ack += tags
+            self._wake.set()
+            return None
+        unsettled = self._unsettled
+        tags = [t for t in tags if t in unsettled]  # a tag the channel never gave is an error
+        unsettled.difference_update(tags)
+        return self._nack(tags) if tags else None
 
-        async def settle(ok: bool) -> None:
-            if self._stopped or epoch != self._epoch or tag not in self._unsettled:
-                return  # its channel is gone: the broker delivers it again
-            if ok:
-                self._to_ack.append(tag)
-                self._wake.set()  # a waiting next_batch flushes it, returning credit
-                return
-            del self._unsettled[tag]
-            with suppress(*_CHANNEL_GONE):  # then the broker requeued it anyway
-                await msg.nack(requeue=True)
-
-        key = msg.routing_key.encode() if msg.routing_key else None
-        return Record(
-            msg.body,
-            key,
-            decode_headers(msg.headers),
-            AmqpPosition(tag, bool(msg.redelivered)),
-            Ack(settle),
-        )
+    async def _nack(self, tags: list[int]) -> None:
+        chan = self._chan
+        if chan is None:
+            return
+        with suppress(*_CHANNEL_GONE):  # then the broker requeued them anyway
+            for tag in tags:
+                await chan.basic_nack(tag, requeue=True)
 
     async def _flush_acks(self) -> None:
         if not self._to_ack:
             return
-        tags = sorted(self._to_ack)
+        unsettled = self._unsettled
+        tags = sorted(unsettled.intersection(self._to_ack))
         self._to_ack.clear()
+        unsettled.difference_update(tags)
         chan = self._chan
-        if chan is None or chan.is_closed:
+        if not tags or chan is None or chan.is_closed:
             return  # acks on a closed channel are void; the broker redelivers those
-        acked = set(tags)
-        low = min((t for t in self._unsettled if t not in acked), default=None)
-        run = [t for t in tags if low is None or t < low]
+        # One multiple-ack up to the lowest tag still unsettled (not covering it), singles
+        # above it.
+        low = min(unsettled, default=None)
+        run = len(tags) if low is None else bisect_left(tags, low)
         try:
             if run:
-                await self._unsettled[run[-1]].ack(multiple=True)
-            for t in tags[len(run) :]:
-                await self._unsettled[t].ack()
+                await chan.basic_ack(tags[run - 1], multiple=True)
+            for tag in tags[run:]:
+                await chan.basic_ack(tag)
         except _CHANNEL_GONE:
             pass  # the connection dropped: these come back, redelivered
-        for t in tags:
-            self._unsettled.pop(t, None)
 
     def _take(self, max_records: int) -> list[Record]:
-        out: list[Record] = []
-        while self._buffer and len(out) < max_records:
-            msg, chan = self._buffer.popleft()
-            if chan is self._chan and not chan.is_closed:
-                out.append(self._record(msg))
-        return out
+        buffer = self._buffer
+        chan = self._chan
+        if chan is None or chan.is_closed:
+            buffer.clear()  # its channel closed: the broker requeued them
+            return []
+        if len(buffer) <= max_records:
+            out = list(buffer)
+            buffer.clear()
+            return out
+        return [buffer.popleft() for _ in range(max_records)]
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         if self._stopped or self._conn is None:
@@ -462,7 +558,7 @@ class RabbitMQSource(_Base, Source):
         while True:
             self._wake.clear()
             await self._flush_acks()
-            if not self._paused:
+            if not self._paused and self._buffer:
                 out = self._take(max_records)
                 if out:
                     return out
@@ -493,8 +589,10 @@ class RabbitMQSource(_Base, Source):
             await self._flush_acks()
         finally:
             self._stopped = True
+            self._epoch += 1  # records handed out before are void after a restart too
             self._buffer.clear()
             self._unsettled.clear()
+            self._to_ack.clear()
             self._chan = None
             await self._close()  # the broker requeues every unacknowledged delivery
 

@@ -18,6 +18,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterError,
     AdapterNotFound,
@@ -26,7 +27,9 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.rabbitmq import (
     AmqpPosition,
@@ -240,6 +243,41 @@ async def test_a_multiple_ack_never_covers_an_unsettled_record(harness: RabbitHa
     back = await _drain(again)
     await again.stop()
     assert [(r.payload, _redelivered(r)) for r in back] == [(b"r2", True)]
+
+
+async def test_batches_settle_without_handles_and_a_stopped_channels_records_are_void(
+    harness: RabbitHarness,
+) -> None:
+    sent = [OutRecord(b"r%d" % i, b"k", (("n", b"%d" % i),)) for i in range(8)]
+    await harness.produce(sent)
+    src = await harness.new_source()
+    got = await _take(src, 8)
+    assert [r.out() for r in got] == sent
+    assert [r.position for r in got] == [AmqpPosition(t, False) for t in range(1, 9)]
+    await ack_all(got[2:4] + got[6:])  # tags 3, 4, 7, 8; 1 and 2 stay unsettled below them
+    await nack_all(got[4:6])  # requeued at once: they come back on this channel
+    again = await _take(src, 2)  # flushes the acks (singles: tag 1 is unsettled)
+    assert [(r.payload, r.position) for r in again] == [
+        (b"r4", AmqpPosition(9, True)),
+        (b"r5", AmqpPosition(10, True)),
+    ]
+    with pytest.raises(AckError):
+        await ack_all([again[0], got[2]])  # got[2] is acked: the call settles nothing
+    assert again[0].ack.state == "pending"
+    await ack_all(again)
+    await got[1].ack.ack()  # through a handle
+    await src.stop()  # flushes; r0 (tag 1) was never settled: the broker requeues it
+    await src.start()
+    [back] = await _take(src, 1)
+    assert (back.payload, back.position) == (b"r0", AmqpPosition(1, True))  # tag 1 again
+    await ack_all([got[0]])  # tag 1 of the stopped channel: a no-op, not an ack of `back`
+    assert await src.next_batch(10, timeout_s=0.2) == []
+    await src.stop()
+    fresh = await harness.new_source()
+    rest = await _drain(fresh)
+    await fresh.stop()
+    assert [(r.payload, _redelivered(r)) for r in rest] == [(b"r0", True)]
+    assert await harness.counts() == (0, 0)
 
 
 async def test_prefetch_bounds_what_is_in_flight(harness: RabbitHarness) -> None:

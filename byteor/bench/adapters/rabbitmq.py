@@ -4,9 +4,10 @@ One durable queue per run on the default exchange; both sides use a robust conne
 same prefetch (twice the batch). Source, by hand: a consumer callback buffers deliveries; a read
 takes up to ``n`` of them (waiting for the first), and the batch is acknowledged with one
 ``basic.ack(multiple=True)`` of its last delivery tag — what ours sends for a run of settled
-tags. Sink, by hand: a channel with publisher confirms and returns raising; every message
-persistent and ``mandatory``, a batch's publishes gathered until all are confirmed — what ours
-does.
+tags (ours acknowledges each batch with ``ack_all``, as downstream does once the sinks confirmed
+it; the multiple-ack goes with the next read). Sink, by hand: a channel with publisher confirms
+and returns raising; every message persistent and ``mandatory``, a batch's publishes gathered
+until all are confirmed — what ours does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from byteor.adapters import OutRecord, Record
+from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.rabbitmq import RabbitMQSink, RabbitMQSource
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -50,8 +51,7 @@ class _OursSource(SourceSide[list[Record]]):
         return [r.payload for r in recs], recs
 
     async def ack(self, token: list[Record]) -> None:
-        for rec in token:
-            await rec.ack.ack()
+        await ack_all(token)
 
     async def close(self) -> None:
         await self._src.stop()
@@ -154,8 +154,8 @@ class RabbitMQCase(Case):
     address = "127.0.0.1:5672"
     records = 10_000
     ours_source = (
-        "RabbitMQSource.next_batch + ack() of every record (one multiple-ack per run of"
-        " settled tags, sent with the next read)"
+        "RabbitMQSource.next_batch + ack_all(batch) (one multiple-ack per run of settled"
+        " tags, sent with the next read)"
     )
     hand_source = "aio-pika: consumer callback into a buffer, basic.ack(multiple) per batch"
     ours_sink = "RabbitMQSink.write_batch (persistent, mandatory, confirms gathered)"
