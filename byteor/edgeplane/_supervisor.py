@@ -401,7 +401,7 @@ class DataPlane:
 
     def check_adapters(self) -> None:
         """Import every server adapter the spec names, so a missing client library stops the
-        run before anything starts.
+        run before anything starts (and refuse ``memory``, which cannot cross processes).
 
         Raises:
             RunError: (exit code 2) the message is the adapter's install hint.
@@ -409,6 +409,13 @@ class DataPlane:
         for node in (*self.topo.sources, *self.topo.sinks):
             if node.op in LOCAL_ADAPTERS or node.name in self._sources or node.name in self._sinks:
                 continue
+            if node.op == "memory":
+                raise RunError(
+                    f"{node.kind} {node.name!r} uses the memory adapter, whose topics live in "
+                    "one process, and edgeplane run gives each adapter a process of its own: "
+                    "run it in-process (byteor.edgeplane run_inline), or use a broker",
+                    exit_code=2,
+                )
             try:
                 load_adapter(node.op)
             except AdapterUnavailable as exc:
