@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -226,9 +227,7 @@ def canonical(payload: bytes) -> bytes:
     return json.dumps(json.loads(payload), sort_keys=True, separators=(",", ":")).encode()
 
 
-def test_redis_to_postgres_every_reading_once_in_order_acked_and_a_redelivery_stored_once() -> (
-    None
-):
+def test_redis_to_postgres_each_reading_once_in_order_and_a_redelivery_stored_once() -> None:
     demo = load_module(REDIS_PG / "demo.py")
     tag = unique("rpg")
     env = {
@@ -276,3 +275,60 @@ def test_redis_to_postgres_every_reading_once_in_order_acked_and_a_redelivery_st
     finally:
         asyncio.run(demo.drop(s))
         demo.delete_stream(s)
+
+
+# -- HTTP (respond = confirmed) -> S3 ------------------------------------------------------------
+
+HTTP_S3 = EXAMPLES / "http_to_s3"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_http_to_s3_every_event_once_in_order_per_device_each_request_confirmed() -> None:
+    demo = load_module(HTTP_S3 / "demo.py")
+    tag = unique("hs")
+    env = {"S3_BUCKET": f"{tag}-lake", "INGEST_PORT": str(free_port())}
+    s = demo.settings(env)
+    n, clients, batch = 2000, 4, 50
+    asyncio.run(demo.make_bucket(s))
+    try:
+        with edgeplane_run(HTTP_S3 / "pipeline.toml", env) as run:
+
+            def ingest_up() -> bool:
+                run.check_alive()
+                return bool(asyncio.run(demo.ingest_up(s)))
+
+            wait_for(ingest_up, "the ingest server to answer")
+            # Each request returns once its records are in S3 (respond = confirmed): the
+            # first answer to every one is 200 {"confirmed": 50}.
+            attempts = asyncio.run(demo.send(s, n, clients, batch))
+            assert attempts == [1] * (n // batch)
+            health = asyncio.run(demo.ingest_health(s))
+            assert (health["admitted"], health["used"], health["queued"]) == (n, 0, 0), health
+            stored = asyncio.run(demo.objects(s))
+            assert sum(len(records) for _, records in stored) == n  # already, before the stop
+            code, summary, err = run.stop()
+        assert code == 0, err
+        assert_clean_summary(summary, n)
+        assert "example-secret" not in err  # the default secret key is redacted in logs
+    finally:
+        stored = asyncio.run(demo.objects(s))
+        asyncio.run(demo.drop_bucket(s))
+    docs = [json.loads(p) for _, records in stored for p in records]
+    assert len(docs) == n
+    per_device: dict[str, list[int]] = {}
+    for d in docs:
+        per_device.setdefault(d["device"], []).append(d["n"])
+    # Each device's events once, in the order it sent them (requests of one client are
+    # sequential; the clients interleave).
+    assert per_device == {f"d-{c}": list(range(n // clients)) for c in range(clients)}
+    assert docs == [json.loads(json.dumps(demo.event(int(d["device"][2:]), d["n"]))) for d in docs]
+    # Keys are the sink's sequence numbers: contiguous, no gap, no overlap.
+    first = 0
+    for key, records in stored:
+        assert key.endswith(f"/{first:020d}-{first + len(records) - 1:020d}.bor"), key
+        first += len(records)
