@@ -23,15 +23,20 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+import tomllib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+
+from byteor.adapters import OutRecord
+from byteor.testing import ConformanceTests
 
 pytestmark = pytest.mark.multiprocess
 
@@ -332,3 +337,120 @@ def test_http_to_s3_every_event_once_in_order_per_device_each_request_confirmed(
     for key, records in stored:
         assert key.endswith(f"/{first:020d}-{first + len(records) - 1:020d}.bor"), key
         first += len(records)
+
+
+# -- a custom stage op and a custom adapter from a package of their own ---------------------------
+
+PLUGINS = EXAMPLES / "custom_stage_and_adapter"
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path) -> Path:
+    """A folder that makes the example package look installed to ``importlib.metadata``: a
+    ``dist-info`` whose entry points are the ones its ``pyproject.toml`` declares (the
+    package itself is imported from the example folder, also on ``PYTHONPATH``)."""
+    project = tomllib.loads((PLUGINS / "pyproject.toml").read_text())["project"]
+    site = tmp_path / "site"
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    groups = project["entry-points"]
+    assert set(groups) == {"byteor.adapters", "byteor.ops"}
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+            for group, eps in groups.items()
+        )
+    )
+    return site
+
+
+def test_custom_op_and_adapter_by_entry_point_every_payment_once_masked_in_order(
+    tmp_path: Path, plugin_site: Path
+) -> None:
+    demo = load_module(PLUGINS / "demo.py")
+    ops = load_module(PLUGINS / "byteor_example_plugins" / "ops.py")
+    env = {"PAYMENTS_DB": str(tmp_path / "payments.db")}
+    s = demo.settings(env)
+    n = 4000
+    sent = demo.seed(s, n // 2)  # half before the run starts, half while it runs
+    with edgeplane_run(PLUGINS / "pipeline.toml", env, pythonpath=(plugin_site, PLUGINS)) as run:
+        wait_for(lambda: run.check_alive() or demo.masked_count(s) > 0, "the first masked row")
+        more = demo.seed(s, n // 2)
+        wait_for(sink_holds(run, lambda: demo.masked_count(s), n), f"{n} masked rows", 45)
+        code, summary, err = run.stop()
+    assert code == 0, err
+    assert_clean_summary(summary, n)
+    assert summary["stages"]["mask"]["op"] == "mask_card"
+    assert summary["sources"]["payments"]["adapter"] == summary["sinks"]["masked"]["adapter"]
+    assert summary["sinks"]["masked"]["adapter"] == "sqlite"
+    got = demo.masked(s)
+    expected = []
+    for p in sent + more:
+        doc = json.loads(p)
+        doc["card"] = ops.mask(doc["card"], 4)
+        expected.append(json.dumps(doc, separators=(",", ":")).encode())
+    assert got == expected  # each once, in order, masked
+    assert json.loads(got[1])["card"] == "**** **** **** 7919"
+    assert demo.cursor(s) == (n, n)  # the source's stored cursor: every row acknowledged
+
+
+class _SqliteHarness:
+    """The conformance suite's view of the example adapter: a fresh table per harness,
+    produced and read back with ``sqlite3`` directly."""
+
+    arrive_s = 10.0
+
+    def __init__(self, module: ModuleType, path: Path) -> None:
+        self.m = module
+        self.params = {"path": str(path), "table": "topic", "consumer": "c", "poll_ms": "20"}
+
+    async def new_source(self) -> Any:
+        src = self.m.SqliteAdapter().source(self.params)
+        await src.start()
+        return src
+
+    async def new_sink(self) -> Any:
+        sink = self.m.SqliteAdapter().sink({"path": self.params["path"], "table": "topic"})
+        await sink.start()
+        return sink
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.params["path"], isolation_level=None)
+        conn.execute(
+            'CREATE TABLE IF NOT EXISTS "topic" (id INTEGER PRIMARY KEY AUTOINCREMENT, '
+            "payload BLOB NOT NULL, key BLOB, headers BLOB)"
+        )
+        return conn
+
+    async def produce(self, records: Sequence[OutRecord]) -> None:
+        with contextlib.closing(self._conn()) as conn:
+            conn.executemany(
+                'INSERT INTO "topic" (payload, key, headers) VALUES (?, ?, ?)',
+                [(r.payload, r.key, self.m.encode_headers(r.headers)) for r in records],
+            )
+
+    async def written(self) -> list[OutRecord]:
+        with contextlib.closing(self._conn()) as conn:
+            rows = conn.execute('SELECT payload, key, headers FROM "topic" ORDER BY id')
+            return [
+                OutRecord(bytes(p), None if k is None else bytes(k), self.m.decode_headers(h))
+                for p, k, h in rows
+            ]
+
+    async def rejecting_sink(self) -> Any:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class TestSqliteAdapterConformance(ConformanceTests):
+    """The example adapter passes the suite every adapter runs (``byteor.testing``)."""
+
+    @pytest.fixture
+    async def harness(self, tmp_path: Path) -> AsyncIterator[Any]:
+        module = load_module(PLUGINS / "byteor_example_plugins" / "sqlite.py")
+        yield _SqliteHarness(module, tmp_path / "conformance.db")
