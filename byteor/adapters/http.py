@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
+import codecs
 import contextlib
 import hashlib
 import hmac
@@ -73,7 +73,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -94,7 +94,15 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._record import Ack, OutRecord, Record
+from byteor.adapters._jsonrecord import BadRecord, read_record
+from byteor.adapters._record import (
+    Ack,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    Settler,
+    make_records,
+)
 from byteor.spec import Delivery
 
 __all__ = [
@@ -133,9 +141,6 @@ _CONTENT_TYPE: Final[dict[BatchFormat, str]] = {
     "json": "application/json",
 }
 _RETRIABLE: Final = frozenset({408, 429, 502, 503, 504})
-_FIELDS: Final = frozenset(
-    {"payload", "payload_b64", "key", "key_b64", "headers", "idempotency_key"}
-)
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # What h11 accepts as a header value: visible bytes (and obs-text), inner blanks only.
 _VALUE: Final = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
@@ -187,58 +192,12 @@ class _BadBatch(ValueError):
     """A batch body that cannot be read; the message says where and why (the 400 body)."""
 
 
-def _get_bytes(obj: Mapping[str, Any], name: str, where: str, *, required: bool) -> bytes | None:
-    text, b64 = obj.get(name), obj.get(name + "_b64")
-    if text is not None and b64 is not None:
-        raise _BadBatch(f"{where}: give {name} or {name}_b64, not both")
-    if text is not None:
-        if not isinstance(text, str):
-            raise _BadBatch(f"{where}: {name} must be a string, got {type(text).__name__}")
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _BadBatch(f"{where}: {name} is not valid Unicode (a lone surrogate)") from None
-    if b64 is not None:
-        if not isinstance(b64, str):
-            raise _BadBatch(f"{where}: {name}_b64 must be a string, got {type(b64).__name__}")
-        try:
-            return base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise _BadBatch(f"{where}: {name}_b64 is not valid base64") from None
-    if required:
-        raise _BadBatch(f"{where}: a record needs payload (UTF-8 text) or payload_b64 (base64)")
-    return None
-
-
 def _read_record(obj: object, where: str) -> OutRecord:
-    if not isinstance(obj, dict):
-        raise _BadBatch(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - _FIELDS)
-    if unknown:
-        raise _BadBatch(
-            f"{where}: unknown field {unknown[0]!r} (a record has payload or payload_b64, "
-            f"key or key_b64, headers, idempotency_key)"
-        )
-    payload = _get_bytes(obj, "payload", where, required=True)
-    assert payload is not None
-    key = _get_bytes(obj, "key", where, required=False)
-    raw_headers = obj.get("headers")
-    headers: list[tuple[str, bytes]] = []
-    if raw_headers is not None:
-        if not isinstance(raw_headers, list):
-            raise _BadBatch(f"{where}: headers must be a list of {{name, value}} objects")
-        for j, h in enumerate(raw_headers):
-            at = f"{where}, headers[{j}]"
-            if not isinstance(h, dict) or set(h) - {"name", "value", "value_b64"}:
-                raise _BadBatch(f"{at}: a header is {{'name': ..., 'value' or 'value_b64': ...}}")
-            name = h.get("name")
-            if not isinstance(name, str):
-                raise _BadBatch(f"{at}: name must be a string")
-            value = _get_bytes(h, "value", at, required=False)
-            if value is None:
-                raise _BadBatch(f"{at}: a header needs value or value_b64")
-            headers.append((name, value))
-    return OutRecord(payload, key, tuple(headers))
+    """The record of one batch element (the shared JSON record reader), or _BadBatch."""
+    try:
+        return read_record(obj, where)
+    except BadRecord as exc:
+        raise _BadBatch(str(exc)) from None
 
 
 def decode_batch(body: bytes, fmt: BatchFormat = "ndjson") -> list[OutRecord]:
@@ -266,11 +225,15 @@ def decode_batch(body: bytes, fmt: BatchFormat = "ndjson") -> list[OutRecord]:
             )
         return [_read_record(obj, f"records[{i}]") for i, obj in enumerate(doc)]
     out: list[OutRecord] = []
+    if body.startswith(codecs.BOM_UTF8):
+        body = body[len(codecs.BOM_UTF8) :]
     for n, line in enumerate(body.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            # As json.loads(line) decodes bytes, minus its per-call encoding detection (a
+            # third of the time of a line here): a line is UTF-8.
+            obj = json.loads(line.decode("utf-8", "surrogatepass"))
         except UnicodeDecodeError:
             raise _BadBatch(f"line {n}: not UTF-8") from None
         except json.JSONDecodeError as exc:
@@ -362,6 +325,41 @@ class _Request:
 
 
 _Entry = tuple[OutRecord, int, "_Request | None", int]  # record, sequence, request, index in it
+
+
+class _Handed(Settler):
+    """The records of one ``next_batch``: their acknowledgement, one object for all of them.
+
+    ``ack_all`` / ``nack_all`` settle them without a handle each; reading one record's
+    ``ack`` makes a :class:`_OneAck` for it. ``reqs`` maps the sequence of each record that
+    belongs to a confirmed-mode request to that request and its index there.
+    """
+
+    __slots__ = ("_epoch", "_reqs", "_src")
+
+    def __init__(
+        self, src: HttpSource, epoch: int, reqs: dict[int, tuple[_Request, int]] | None
+    ) -> None:
+        self._src, self._epoch, self._reqs = src, epoch, reqs
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        return _OneAck(self, record)
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
+        self._src._settle(records, ok, self._epoch, self._reqs)
+
+
+class _OneAck(Ack):
+    """One record's handle, made when its ``ack`` is read: settles it through its batch."""
+
+    __slots__ = ("_handed", "_record")
+
+    def __init__(self, handed: _Handed, record: LazyAckRecord) -> None:
+        Ack.__init__(self)
+        self._handed, self._record = handed, record
+
+    def settled(self, ok: bool) -> None:
+        self._handed.settle((self._record,), ok)
 
 
 class _Server(uvicorn.Server):
@@ -566,33 +564,55 @@ class HttpSource(Source):
 
     # -- handing out
 
-    def _hand_out(self, entry: _Entry) -> Record:
-        rec, seq, req, index = entry
-        epoch = self._epoch
-
-        async def settle(ok: bool) -> None:
-            if epoch != self._epoch:
-                return  # the source stopped meanwhile: the client was told to resend
-            if req is not None:
-                self._used -= 1
-                req.settle(index, ok)
-                if req.left == 0:
-                    self._open.discard(req)
-            elif ok:
-                self._used -= 1
-            else:
-                self._redeliver.append(entry)  # admitted mode: the lane owns it, hand it out again
-                self._changed.set()
-
-        return Record(rec.payload, rec.key, rec.headers, seq, Ack(settle))
-
     def _take(self, max_records: int) -> list[Record]:
-        out: list[Record] = []
-        while len(out) < max_records and self._redeliver:
-            out.append(self._hand_out(self._redeliver.popleft()))
-        while len(out) < max_records and self._queue:
-            out.append(self._hand_out(self._queue.popleft()))
-        return out
+        """Up to ``max_records`` records, nacked ones first: one object each (a
+        LazyAckRecord), the batch's :class:`_Handed` standing in for their handles."""
+        entries: list[_Entry] = []
+        for lane in (self._redeliver, self._queue):
+            take = min(max_records - len(entries), len(lane))
+            entries.extend(lane.popleft() for _ in range(take))
+        if not entries:
+            return []
+        reqs = None
+        if self._respond == "confirmed":  # admitted mode queues no requests
+            reqs = {seq: (req, index) for _, seq, req, index in entries if req is not None}
+        handed = _Handed(self, self._epoch, reqs or None)
+        return make_records(
+            ((rec.payload, rec.key, rec.headers, seq, handed) for rec, seq, _, _ in entries),
+            LazyAckRecord,
+        )
+
+    def _settle(
+        self,
+        records: Sequence[Record],
+        ok: bool,
+        epoch: int,
+        reqs: dict[int, tuple[_Request, int]] | None,
+    ) -> None:
+        """Records handed out in ``epoch`` settled: give their room back (acked), hand them
+        out again (nacked in admitted mode: the lane owns them), or tell their request."""
+        if epoch != self._epoch:
+            return  # the source stopped meanwhile: the client was told to resend
+        if reqs is None:
+            if ok:
+                self._used -= len(records)
+            else:
+                self._redeliver.extend(
+                    (OutRecord(r.payload, r.key, r.headers), cast(int, r.position), None, 0)
+                    for r in records
+                )
+                self._changed.set()
+            return
+        for r in records:
+            found = reqs.get(cast(int, r.position))
+            if found is None:
+                self._settle((r,), ok, epoch, None)
+                continue
+            req, index = found
+            self._used -= 1
+            req.settle(index, ok)
+            if req.left == 0:
+                self._open.discard(req)
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         if self._server is None or self._closing:

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterConfigError,
     AdapterError,
@@ -29,7 +30,9 @@ from byteor.adapters import (
     OutRecord,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.http import (
     HttpAdapter,
@@ -433,6 +436,56 @@ async def test_a_nack_in_admitted_mode_hands_the_record_out_again(
         assert again.payload == b"a" and again.position == rec.position
         await again.ack.ack()
         assert src.statistics().used == 0
+    finally:
+        await src.stop()
+
+
+async def test_batches_settle_without_handles_in_both_modes(client: httpx.AsyncClient) -> None:
+    """ack_all / nack_all settle a batch without a handle per record (one object a record):
+    admitted mode gives the room back or hands the records out again, in order; confirmed
+    mode answers each request once all of its records settled, whichever way they were."""
+    src = HttpSource(port=0, capacity=6)
+    await src.start()
+    try:
+        body = encode_batch([OutRecord(f"r{i}".encode()) for i in range(6)])
+        assert (await client.post(src.batch_url, content=body, headers=NDJSON)).status_code == 202
+        first = await src.next_batch(4)
+        assert [r.position for r in first] == [0, 1, 2, 3]
+        await nack_all(first[:2])
+        await ack_all(first[2:])
+        assert src.statistics().used == 4  # the two nacked are still in the lane
+        with pytest.raises(AckError):
+            await ack_all(first[:1])  # settled once already
+        again = await src.next_batch(10)
+        assert [(r.payload, r.position) for r in again] == [
+            (b"r0", 0), (b"r1", 1), (b"r4", 4), (b"r5", 5)
+        ]  # fmt: skip
+        await again[0].ack.ack()  # one handle made, the rest settled as a batch
+        await ack_all(again[1:])
+        assert src.statistics().used == 0 and await src.next_batch(10) == []
+    finally:
+        await src.stop()
+
+    src = HttpSource(port=0, respond="confirmed", retry_after_s=2)
+    await src.start()
+    try:
+        calls: list[asyncio.Task[httpx.Response]] = []
+        got: list[Any] = []
+        for body in (encode_batch([OutRecord(b"a"), OutRecord(b"b")]), b'{"payload":"c"}'):
+            post = client.post(src.batch_url, content=body, headers=NDJSON)
+            calls.append(asyncio.create_task(post))
+            got += await src.next_batch(10, timeout_s=5)  # one request's records at a time
+        assert [r.payload for r in got] == [b"a", b"b", b"c"]
+        await ack_all([got[0], got[2]])
+        second = await calls[1]  # its one record is acked; the first request waits for b
+        assert not calls[0].done()
+        await nack_all(got[1:2])
+        first = await calls[0]
+        assert (first.status_code, first.json()["confirmed"], first.json()["retry"]) == (
+            503, [0], [1]
+        )  # fmt: skip
+        assert (second.status_code, second.json()) == (200, {"confirmed": 1})
+        assert src.statistics().used == 0 and await src.next_batch(10) == []
     finally:
         await src.stop()
 
