@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import redis
 
 from byteor.adapters import OutRecord
 from byteor.testing import ConformanceTests
@@ -454,3 +455,80 @@ class TestSqliteAdapterConformance(ConformanceTests):
     async def harness(self, tmp_path: Path) -> AsyncIterator[Any]:
         module = load_module(PLUGINS / "byteor_example_plugins" / "sqlite.py")
         yield _SqliteHarness(module, tmp_path / "conformance.db")
+
+
+# -- failures: one line on stderr, a non-zero exit ------------------------------------------------
+
+
+def _blocked_client(tmp_path: Path, module: str) -> Path:
+    """A folder that, first on ``PYTHONPATH``, makes ``import <module>`` fail the way it
+    does when the library is not installed: how a machine without the extra looks."""
+    shim = tmp_path / "not-installed" / module
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(
+        f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, name={module!r})\n"
+    )
+    return shim.parent
+
+
+FAILURES = {
+    # A bad value through a variable: the adapter's schema refuses it before anything runs.
+    "bad_spec": (
+        KAFKA_NATS,
+        {"KAFKA_SESSION_TIMEOUT_MS": "soon"},
+        1,
+        "pipeline.toml:11: error AD503 [source.orders.param.session_timeout_ms]: kafka config "
+        "'session_timeout_ms' must be int, got 'soon'",
+    ),
+    # The sink's server does not answer: its edge process cannot start, the run stops.
+    "unreachable_server": (
+        REDIS_PG,
+        {"POSTGRES_DSN": "postgresql://postgres@127.0.0.1:1/test"},
+        1,
+        "edge-out:table failed: AdapterUnreachable: postgres: cannot reach 127.0.0.1:1",
+    ),
+    # The plugin package is not installed: its op (resolved first) is named, with the fix.
+    "plugin_not_installed": (
+        PLUGINS,
+        {},
+        2,
+        "stage 'mask': op 'mask_card' is not a built-in op",
+    ),
+    # The Kafka client library is missing: the install command of the extra.
+    "missing_extra": (
+        KAFKA_NATS,
+        {},
+        2,
+        "source 'orders': the kafka adapter needs the 'aiokafka' library: "
+        "pip install 'byteor[kafka]'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_a_failure_exits_non_zero_with_one_line(case: str, tmp_path: Path) -> None:
+    folder, env, exit_code, expected = FAILURES[case]
+    tag = unique("fail")
+    env = {
+        **env,
+        "EDGEPLANE_LOG_LEVEL": "error",
+        "ORDERS_TOPIC": f"{tag}-orders",
+        "READINGS_STREAM": f"{tag}-readings",
+        "PAYMENTS_DB": str(tmp_path / "payments.db"),
+    }
+    path: tuple[Path, ...] = (folder,)
+    if case == "missing_extra":
+        path = (_blocked_client(tmp_path, "aiokafka"), folder)
+    try:
+        with edgeplane_run(folder / "pipeline.toml", env, pythonpath=path) as run:
+            code, out, err = run.finish(timeout=60)
+    finally:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        client.delete(env["READINGS_STREAM"])  # the Redis source made it (create = true)
+        client.close()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("edgeplane: error: ") and expected in lines[0], lines[0]
+    assert code == exit_code
+    doc = json.loads(out)  # --json: the error as a document too
+    assert doc["exit_code"] == exit_code and expected in doc["error"]
