@@ -113,3 +113,34 @@ def test_restart_fail_stops_cleanly_with_one_line(
         assert pending(client, stream_in, run) > 0 or client.xlen(stream_out) == n
     finally:
         client.delete(stream_in, stream_out)
+
+
+def test_a_killed_supervisor_takes_its_processes_along_and_the_next_run_reclaims(
+    tmp_path: Path, run: str, client: redis.Redis
+) -> None:
+    n = 20_000
+    stream_in, stream_out = f"{run}-in", f"{run}-out"
+    try:
+        sent = fill_stream(client, stream_in, n)
+        spec = redis_spec(tmp_path / "r.spec", run, stream_in, stream_out)
+        first = edgeplane("run", str(spec), "--metrics-addr", "off")
+        wait_for(lambda: client.xlen(stream_out) >= n // 4, "records flowing", 60)
+        children = [wait_for(lambda x=x: node_pid(run, x), x) for x in ("src", "up", "dst")]
+        first.kill()
+        first.communicate(timeout=30)
+        wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children),
+                 "the children gone with their supervisor")  # fmt: skip
+        assert [f for f in os.listdir("/dev/shm") if f.startswith(f"byteor-{run}.")]  # stale
+        second = edgeplane("run", str(spec), "--metrics-addr", "off", "--json")
+        wait_for(
+            lambda: len(set(stream_payloads(client, stream_out))) >= n, "every record written", 60
+        )
+        wait_for(lambda: pending(client, stream_in, run) == 0, "every record acknowledged")
+        second.send_signal(signal.SIGTERM)
+        out, err = second.communicate(timeout=40)
+        assert second.returncode == 0, err
+        assert "segment(s) a dead run" in err
+        assert list(dict.fromkeys(stream_payloads(client, stream_out))) == [p.upper() for p in sent]
+        assert json.loads(out)["restarts"] == 0
+    finally:
+        client.delete(stream_in, stream_out)
