@@ -352,6 +352,8 @@ def _run_loaded(
         doc = base | plane.summary() | {"elapsed_s": round(time.perf_counter() - t0, 6)}
         if as_json:
             _emit_json(doc, summary_to, redactor)
+        elif options.log_format == "json":  # stderr stays one JSON object per line
+            log.info("run finished", extra={"summary": doc})
         else:
             sys.stderr.write(redactor.redact(summary_text(doc)))
             sys.stderr.flush()
