@@ -5,18 +5,18 @@ Theory of operation.
 Source: one consumer on a queue, manual acknowledgement, with ``basic.qos(prefetch)``
 bounding how many messages the broker hands this consumer before it acknowledges any — the
 prefetch is the credit, and it is the back-pressure: nothing more arrives while ``prefetch``
-messages are buffered or out downstream. Each delivery becomes its record as it arrives (one
-object per delivery: aio-pika's message is let go, and the record holds its channel's
-:class:`~byteor.adapters.Settler` in place of an ack handle) and lands in a buffer;
-:meth:`next_batch` hands them out. ``ack`` (or ``ack_all`` of a batch) queues the delivery tags;
-the queue is flushed at the next :meth:`next_batch` (a settle wakes a waiting one) or at stop,
-as one ``basic.ack(multiple=True)`` for the longest run of tags with nothing unsettled below it,
-and single acks for the rest. ``nack`` is sent at once as ``basic.nack(requeue=True)``, so a
-later multiple-ack never covers it. ``pause`` only stops handing out: the buffer is already
-bounded by the prefetch, and a ``basic.cancel`` / ``basic.consume`` pair per pause would cost
-two round trips each time back-pressure flips while leaving the delivered messages with this
-consumer anyway. Stop flushes settled acks and closes the connection; the broker requeues
-everything still unacknowledged.
+messages are buffered or out downstream. Deliveries land in a buffer as the rows of their
+records (aio-pika's message object is let go at once); :meth:`next_batch` hands them out, one
+object per record: the record holds its channel's :class:`~byteor.adapters.Settler` in place of
+an ack handle. ``ack`` (or ``ack_all`` of a batch) queues the delivery tags; the queue is
+flushed at the next :meth:`next_batch` (a settle wakes a waiting one) or at stop, as one
+``basic.ack(multiple=True)`` for the longest run of tags with nothing unsettled below it, and
+single acks for the rest. ``nack`` is sent at once as ``basic.nack(requeue=True)``, so a later
+multiple-ack never covers it. ``pause`` only stops handing out: the buffer is already bounded
+by the prefetch, and a ``basic.cancel`` / ``basic.consume`` pair per pause would cost two round
+trips each time back-pressure flips while leaving the delivered messages with this consumer
+anyway. Stop flushes settled acks and closes the connection; the broker requeues everything
+still unacknowledged.
 
 Delivery tags belong to a channel. After the connection drops, aio-pika's robust connection
 reconnects (waits grow with the outage, see :class:`_BackoffConnection`), reopens the channel,
@@ -77,7 +77,9 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
+    RecordRow,
     Settler,
+    make_records,
 )
 from byteor.spec import Delivery
 
@@ -364,8 +366,8 @@ _store_position = vars(Record)["position"].__set__
 
 
 class _AmqpRecord(LazyAckRecord):
-    """A delivery, made when it arrives: its delivery tag and redelivered flag are kept in
-    the ``position`` field as one int (``tag << 1 | redelivered``) and its channel in the
+    """A delivery's record: its delivery tag and redelivered flag are kept in the
+    ``position`` field as one int (``tag << 1 | redelivered``) and its channel in the
     ``ack`` field; the :class:`AmqpPosition` and the ack handle are made when asked for
     (see :class:`Settler`). Otherwise a :class:`Record` (a position given to the
     constructor, e.g. by ``dataclasses.replace``, is kept)."""
@@ -416,7 +418,7 @@ class RabbitMQSource(_Base, Source):
         # Tags of the current channel's deliveries not yet acked or nacked to the broker
         # (buffered ones included: a multiple-ack must not cover them).
         self._unsettled: set[int] = set()
-        self._buffer: deque[Record] = deque()  # arrived, not handed out yet
+        self._buffer: deque[RecordRow] = deque()  # arrived, not handed out yet
         self._to_ack: list[int] = []  # settled with ack, sent at the next flush
         self._chan: aiormq.abc.AbstractChannel | None = None  # the channel tags belong to
         self._epoch = 0  # one per channel, and per stop: settling an older record is a no-op
@@ -456,9 +458,9 @@ class RabbitMQSource(_Base, Source):
             raise
 
     async def _on_message(self, msg: AbstractIncomingMessage) -> None:
-        """Make the delivery's record at once, so aio-pika's message object is let go when
-        this returns (objects kept alive are the garbage collector's work, see
-        :class:`Settler`): the record is the one object per delivery the source keeps."""
+        """Keep what the delivery's record needs (one tuple, the record's row), so that
+        aio-pika's message object is let go when this returns: objects kept alive are the
+        garbage collector's work (see :class:`Settler`)."""
         if self._stopped:
             return  # the broker requeues it when the connection closes
         try:
@@ -483,12 +485,12 @@ class RabbitMQSource(_Base, Source):
             self._routing_key = routing_key, key
         self._unsettled.add(tag)
         self._buffer.append(
-            _AmqpRecord(
+            (
                 msg.body,
                 key,
                 decode_headers(msg.headers),
                 tag << 1 | bool(msg.redelivered),
-                self._deliveries,  # type: ignore[arg-type]  # a LazyAckRecord's Settler
+                self._deliveries,
             )
         )
         self._wake.set()
@@ -539,24 +541,33 @@ class RabbitMQSource(_Base, Source):
             pass  # the connection dropped: these come back, redelivered
 
     def _take(self, max_records: int) -> list[Record]:
+        """Records of up to ``max_records`` buffered deliveries (all of the current channel:
+        a new one clears the buffer), one object each."""
         buffer = self._buffer
         chan = self._chan
         if chan is None or chan.is_closed:
             buffer.clear()  # its channel closed: the broker requeued them
             return []
         if len(buffer) <= max_records:
-            out = list(buffer)
+            rows = list(buffer)
             buffer.clear()
-            return out
-        return [buffer.popleft() for _ in range(max_records)]
+        else:
+            rows = [buffer.popleft() for _ in range(max_records)]
+        return make_records(rows, _AmqpRecord)
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         if self._stopped or self._conn is None:
             raise AdapterError("rabbitmq: source is not started", adapter="rabbitmq")
+        if self._to_ack:
+            await self._flush_acks()
+        if self._buffer and not self._paused:  # what is ready, without looking at the clock
+            out = self._take(max_records)
+            if out:
+                return out
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
         while True:
-            self._wake.clear()
+            self._wake.clear()  # before looking: a settle or a delivery after it wakes us
             await self._flush_acks()
             if not self._paused and self._buffer:
                 out = self._take(max_records)
