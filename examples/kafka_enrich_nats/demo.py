@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import (  # type: ignore[import-untyped]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    TopicPartition,
+)
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
@@ -106,6 +111,17 @@ async def stream_count(s: Mapping[str, str]) -> int:
     await nc.connect(s["nats"], connect_timeout=2, max_reconnect_attempts=1)
     try:
         return int((await nc.jetstream().stream_info(s["stream"])).state.messages)
+    finally:
+        await nc.close()
+
+
+async def drop_stream(s: Mapping[str, str]) -> None:
+    """Remove the NATS stream (if it exists) and what it holds."""
+    nc = NATS()
+    await nc.connect(s["nats"], connect_timeout=2, max_reconnect_attempts=1)
+    try:
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_stream(s["stream"])
     finally:
         await nc.close()
 

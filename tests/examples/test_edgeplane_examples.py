@@ -160,7 +160,9 @@ def sink_holds(run: EdgePlaneRun, count: Callable[[], int], n: int) -> Callable[
     return check
 
 
-def assert_clean_summary(summary: Mapping[str, Any], n: int, records_out: int | None = None):
+def assert_clean_summary(
+    summary: Mapping[str, Any], n: int, records_out: int | None = None
+) -> None:
     """Every record admitted, written and acknowledged once; no restart, no duplicate."""
     assert summary["stopped"] is True, summary
     assert summary["restarts"] == 0 and summary["duplicates"] == 0, summary
@@ -189,19 +191,21 @@ def test_kafka_enrich_nats_every_order_once_in_order_per_customer_and_committed(
     s = demo.settings(env)
     n = 3000
     sent = asyncio.run(demo.seed(s, n))
-    with edgeplane_run(KAFKA_NATS / "pipeline.toml", env, pythonpath=(KAFKA_NATS,)) as run:
-        wait_for(
-            sink_holds(run, lambda: asyncio.run(demo.stream_count(s)), n),
-            f"{n} enriched orders in the stream",
-            45,
-        )
-        code, summary, err = run.stop()
+    try:
+        with edgeplane_run(KAFKA_NATS / "pipeline.toml", env, pythonpath=(KAFKA_NATS,)) as run:
+            wait_for(
+                sink_holds(run, lambda: asyncio.run(demo.stream_count(s)), n),
+                f"{n} enriched orders in the stream",
+                45,
+            )
+            code, summary, err = run.stop()
+        got = asyncio.run(demo.enriched(s))
+    finally:
+        asyncio.run(demo.drop_stream(s))
     assert code == 0, err
     assert_clean_summary(summary, n)
     assert summary["sources"]["orders"]["adapter"] == "kafka"
     assert summary["stages"]["enrich"]["records_in"] == n
-
-    got = asyncio.run(demo.enriched(s))
     docs = [json.loads(p) for p in got]
     assert sorted(d["order"] for d in docs) == list(range(n))  # each order once
     assert sorted(got) == sorted(enrich.enrich(p) for _, p, _, _ in sent)  # enriched once each
@@ -378,7 +382,7 @@ def test_custom_op_and_adapter_by_entry_point_every_payment_once_masked_in_order
     n = 4000
     sent = demo.seed(s, n // 2)  # half before the run starts, half while it runs
     with edgeplane_run(PLUGINS / "pipeline.toml", env, pythonpath=(plugin_site, PLUGINS)) as run:
-        wait_for(lambda: run.check_alive() or demo.masked_count(s) > 0, "the first masked row")
+        wait_for(sink_holds(run, lambda: min(1, demo.masked_count(s)), 1), "the first masked row")
         more = demo.seed(s, n // 2)
         wait_for(sink_holds(run, lambda: demo.masked_count(s), n), f"{n} masked rows", 45)
         code, summary, err = run.stop()
