@@ -23,7 +23,14 @@ from typing import Any, Final
 
 from byteor.adapters._record import OutRecord
 
-__all__ = ["BadRecord", "record_object", "read_record", "idempotency_key", "RECORD_FIELDS"]
+__all__ = [
+    "BadRecord",
+    "record_object",
+    "read_record",
+    "idempotency_key",
+    "RECORD_FIELDS",
+    "HEADER_VALUE",
+]
 
 #: The fields of a record object (a protocol may allow more, e.g. the WebSocket ``id``).
 RECORD_FIELDS: Final = frozenset(

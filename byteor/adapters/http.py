@@ -59,7 +59,6 @@ the records it names. 401/403, 404, 413 and other statuses are not retried.
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import contextlib
 import hashlib
@@ -94,7 +93,13 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._jsonrecord import BadRecord, read_record
+from byteor.adapters._jsonrecord import (
+    HEADER_VALUE,
+    BadRecord,
+    idempotency_key,
+    read_record,
+    record_object,
+)
 from byteor.adapters._record import (
     Ack,
     LazyAckRecord,
@@ -141,36 +146,11 @@ _CONTENT_TYPE: Final[dict[BatchFormat, str]] = {
     "json": "application/json",
 }
 _RETRIABLE: Final = frozenset({408, 429, 502, 503, 504})
+# A header name (an HTTP token); HEADER_VALUE is what h11 accepts as a value.
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# What h11 accepts as a header value: visible bytes (and obs-text), inner blanks only.
-_VALUE: Final = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
 
 
 # -- the batch format ----------------------------------------------------------------------
-
-
-def _put_bytes(obj: dict[str, Any], name: str, data: bytes) -> None:
-    try:
-        obj[name] = data.decode("utf-8")
-    except UnicodeDecodeError:
-        obj[name + "_b64"] = base64.b64encode(data).decode("ascii")
-
-
-def _record_object(rec: OutRecord, key: str | None) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    _put_bytes(obj, "payload", rec.payload)
-    if rec.key is not None:
-        _put_bytes(obj, "key", rec.key)
-    if rec.headers:
-        headers: list[dict[str, str]] = []
-        for name, value in rec.headers:
-            h: dict[str, Any] = {"name": name}
-            _put_bytes(h, "value", value)
-            headers.append(h)
-        obj["headers"] = headers
-    if key is not None:
-        obj["idempotency_key"] = key
-    return obj
 
 
 def encode_batch(
@@ -180,7 +160,7 @@ def encode_batch(
 ) -> bytes:
     """The batch body for ``records``: a bytes field is UTF-8 text when it decodes as UTF-8,
     else base64 (``*_b64``); ``keys`` adds an ``idempotency_key`` per record."""
-    objs = [_record_object(r, keys[i] if keys else None) for i, r in enumerate(records)]
+    objs = [record_object(r, keys[i] if keys else None) for i, r in enumerate(records)]
     if fmt == "json":
         return json.dumps(objs, ensure_ascii=False, separators=(",", ":")).encode()
     return b"".join(
@@ -242,29 +222,6 @@ def decode_batch(body: bytes, fmt: BatchFormat = "ndjson") -> list[OutRecord]:
             raise _BadBatch(f"line {n}: not valid JSON ({type(exc).__name__}: {exc})") from None
         out.append(_read_record(obj, f"line {n}"))
     return out
-
-
-def idempotency_key(rec: OutRecord) -> str:
-    """The record's idempotency key: the value of its ``idempotency-key`` header when it has
-    one (and that value fits in an HTTP header), else 32 hex digits of a BLAKE2b hash of
-    payload, key and headers. Records with equal content get equal keys: when two equal
-    records are distinct events, give them distinct ``idempotency-key`` headers."""
-    for name, value in rec.headers:
-        if name.lower() == "idempotency-key" and value and _VALUE.fullmatch(value):
-            return value.decode("latin-1")
-    h = hashlib.blake2b(digest_size=16, person=b"byteor-http-v1")
-    h.update(len(rec.payload).to_bytes(8, "big"))
-    h.update(rec.payload)
-    if rec.key is None:
-        h.update(b"\x00")
-    else:
-        h.update(b"\x01" + len(rec.key).to_bytes(8, "big"))
-        h.update(rec.key)
-    for name, value in rec.headers:
-        n = name.encode()
-        h.update(len(n).to_bytes(4, "big") + n + len(value).to_bytes(8, "big"))
-        h.update(value)
-    return h.hexdigest()
 
 
 def _batch_key(keys: Sequence[str]) -> str:
@@ -1047,12 +1004,12 @@ class HttpSink(Sink):
             (b"idempotency-key", key.encode("latin-1")),
         ]
         if rec.key is not None:
-            if not _VALUE.fullmatch(rec.key):
+            if not HEADER_VALUE.fullmatch(rec.key):
                 raise self._unsendable("its key")
             headers.append((KEY_HEADER.encode(), rec.key))
         for name, value in rec.headers:
             n = name.encode("utf-8")
-            if not _TOKEN.fullmatch(n) or not _VALUE.fullmatch(value):
+            if not _TOKEN.fullmatch(n) or not HEADER_VALUE.fullmatch(value):
                 raise self._unsendable(f"its header {name!r}")
             headers.append((HEADER_PREFIX.encode() + n, value))
         return headers
