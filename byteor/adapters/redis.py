@@ -372,8 +372,9 @@ class RedisAdapter(Adapter):
             ConfigField("stream", str, doc="the stream key"),
             ConfigField("group", str, "byteor", "consumer group of a source"),
             ConfigField("consumer", str, "", "consumer name (default: host-pid)"),
-            ConfigField("start", str, "earliest", "where a new group starts",
-                        ("earliest", "latest")),
+            ConfigField(
+                "start", str, "earliest", "where a new group starts", ("earliest", "latest")
+            ),
             ConfigField("create", bool, True, "create the stream and group if missing"),
             ConfigField("claim_idle_ms", int, 30_000, "take over entries idle this long"),
             ConfigField("maxlen", int, 0, "sink: trim the stream to about this many (0: no)"),
