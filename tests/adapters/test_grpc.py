@@ -15,6 +15,7 @@ import grpc.aio
 import pytest
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterConfigError,
     AdapterError,
@@ -26,7 +27,9 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters._grpc_gen import stream_pb2 as pb
 from byteor.adapters._grpc_gen import stream_pb2_grpc as pb_grpc
@@ -465,6 +468,34 @@ async def test_a_generated_client_publishes_and_hears_acks(source: GrpcSource) -
         assert [(n.id, n.reason) for n in acks.nacked] == [(30, "nacked downstream")]
         await call.done_writing()
         assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_batches_settle_without_handles_across_two_streams(source: GrpcSource) -> None:
+    """ack_all / nack_all settle a batch without a handle per record (one object a record),
+    each record on its own stream, as one record's ack() would; settling twice is refused."""
+    async with grpc.aio.insecure_channel(source.address) as ch:
+        calls = [pb_grpc.RecordsStub(ch).Publish() for _ in range(2)]
+        for n, call in enumerate(calls):  # one stream after the other: a known order
+            recs = [pb.Record(id=i, payload=b"p") for i in range(10 * n + 1, 10 * n + 4)]
+            await call.write(pb.PublishRequest(records=recs))
+            await until(lambda n=n: source.health().lag == 3 * (n + 1), "records queued")
+        got = await take(source, 6)
+        where = [r.position for r in got]
+        assert [p.id for p in where] == [1, 2, 3, 11, 12, 13]
+        assert len({p.stream for p in where[:3]}) == 1 and where[0].stream != where[3].stream
+        await got[4].ack.ack()  # a handle made for this one; the rest settle as batches
+        await ack_all(got[:2] + got[3:4])
+        await nack_all([got[2], got[5]])
+        with pytest.raises(AckError):
+            await ack_all(got[:1])
+        heard: list[tuple[int, list[int], list[int]]] = []
+        async with asyncio.timeout(10):
+            for call in calls:  # all settled before the handlers ran: one response each
+                resp = await call.read()
+                heard.append((resp.acked_through, list(resp.acked), [x.id for x in resp.nacked]))
+                await call.done_writing()
+                assert await call.code() == grpc.StatusCode.OK
+        assert heard == [(3, [], [3]), (13, [], [13])]
 
 
 async def test_the_source_stopping_flushes_acks_and_the_sink_resends_the_rest() -> None:
