@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _net import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -173,12 +174,6 @@ async def still_serving(c: httpx.AsyncClient, src: HttpSource, **headers: str) -
     resp = await c.post(src.url, content=b"still here", headers=headers)
     assert resp.status_code == 202, resp.text
     assert await drain(src) == [OutRecord(b"still here")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- the batch format ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import pytest
+from _net import free_port, wait_listening
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
@@ -538,15 +539,6 @@ def tansu_binary() -> str:
 S3 = "http://127.0.0.1:5000"  # moto, started by scripts/services.sh
 
 
-def free_port() -> int:
-    """A port nothing listens on (closed again before returning)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def run_tansu(
     port: int, storage: str = "memory://tansu/", env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
@@ -557,16 +549,13 @@ async def run_tansu(
         "--advertised-listener-url", f"tcp://{address}", "--storage-engine", storage,
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    await proc.wait()
-    raise AssertionError(f"tansu did not start on {address}")
+    try:
+        await wait_listening(port, "tansu")
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc
 
 
 async def test_source_and_sink_reconnect_when_the_broker_restarts_mid_stream() -> None:

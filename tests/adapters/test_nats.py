@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from _net import free_port, wait_listening
 from nats.aio.client import Client as NATS
 from nats.errors import NotJSMessageError
 from nats.js.api import ConsumerInfo, StreamConfig
@@ -433,14 +433,8 @@ async def test_core_source_buffer_drops_beyond_its_bound() -> None:
 # --- connections ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_server_down_at_start_gives_a_clear_error() -> None:
-    port = _free_port()  # closed: nothing listens there
+    port = free_port()  # closed: nothing listens there
     opts = NatsOptions((f"nats://127.0.0.1:{port}",))  # the defaults: two tries, 1 s apart
     quick = NatsOptions(opts.servers, reconnect_wait_s=0.05)
     began = time.monotonic()
@@ -463,7 +457,7 @@ class OwnServer:
     """A nats-server of our own on a free port, stopped and started again at will."""
 
     def __init__(self, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.argv = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), *args]
         self.proc: asyncio.subprocess.Process | None = None
@@ -472,15 +466,7 @@ class OwnServer:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
-        end = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                assert time.monotonic() < end, "nats-server did not start"
-                await asyncio.sleep(0.02)
+        await wait_listening(self.port, "nats-server")
 
     async def stop(self) -> None:
         """A clean shutdown (SIGTERM): JetStream keeps streams and consumer state on disk."""

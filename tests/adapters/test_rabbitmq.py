@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aio_pika
 import pytest
+from _net import Forwarder
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
 from byteor.adapters import (
@@ -450,64 +451,10 @@ async def test_a_sink_publishes_again_after_the_server_closed_its_connection(
         await sink.stop()
 
 
-class _Outage:
-    """A TCP forwarder to RabbitMQ that can cut its connections and then refuse new ones
-    (closing each at once, counting when it came): the server down, as the client sees it,
-    while the shared server keeps running."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.attempts: list[float] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.down:
-            self.attempts.append(asyncio.get_running_loop().time())
-            writer.transport.abort()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except OSError:
-            pass
-        finally:
-            dst.transport.abort()
-
-    def cut(self) -> None:
-        self.down = True
-        for w in self._writers:
-            w.transport.abort()
-        self._writers.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        self._server.close()
-        await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 async def test_server_down_mid_stream_waits_grow_and_reading_resumes(
     harness: RabbitHarness,
 ) -> None:
-    outage = _Outage()
+    outage = Forwarder(5672)  # RabbitMQ behind it: cut, then down
     port = await outage.start()
     sent = [OutRecord(f"r{i}".encode(), b"k") for i in range(100)]
     await harness.produce(sent)
@@ -525,6 +472,7 @@ async def test_server_down_mid_stream_waits_grow_and_reading_resumes(
         await _until(lambda: src.buffered == 20, "the broker to refill the prefetch")
         loop = asyncio.get_running_loop()
         cut_at = loop.time()
+        outage.down = True
         outage.cut()
         await _until(lambda: not src.health().connected, "the source to notice the outage")
         assert src.health().detail.startswith("reconnecting for ")

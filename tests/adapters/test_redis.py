@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from _net import free_port, wait_listening
 
 from byteor.adapters import (
     AckError,
@@ -186,9 +186,7 @@ def test_registry_loads_the_redis_adapter() -> None:
 async def test_source_reconnects_when_the_server_restarts_mid_stream(tmp_path: Path) -> None:
     # A Redis of our own (the shared one must not be restarted), persisting to an AOF so the
     # stream and the group's pending list survive the restart.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"redis://127.0.0.1:{port}"
     argv = [
         "redis-server",
@@ -208,13 +206,8 @@ async def test_source_reconnects_when_the_server_restarts_mid_stream(tmp_path: P
 
     async def serve() -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                await asyncio.open_connection("127.0.0.1", port)
-                return proc
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        await wait_listening(port, "redis-server")
+        return proc
 
     proc = await serve()
     try:

@@ -17,9 +17,11 @@ from typing import Any
 
 import aioboto3
 import pytest
+from _net import Forwarder
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterConfigError,
     AdapterError,
@@ -27,7 +29,9 @@ from byteor.adapters import (
     AdapterUnreachable,
     OutRecord,
     Record,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.s3 import (
     CHECKPOINT_AREA,
@@ -436,6 +440,36 @@ async def test_the_checkpoint_waits_for_every_record_of_an_object(harness: S3Har
     assert [r.payload for r in back] == [b"o2-0", b"o2-1"]
 
 
+async def test_batches_settle_without_handles_and_the_checkpoint_follows(
+    harness: S3Harness,
+) -> None:
+    """ack_all / nack_all settle records without a handle each (their object stands in), a
+    batch spanning objects included; nacked records come again first, in order; the
+    checkpoint moves only over objects whose every record is acked."""
+    sink = await harness.new_sink()
+    for i in range(3):
+        await sink.write_batch(_records(2, f"o{i}-"))
+    await sink.stop()
+    keys = await harness.keys()
+    src = await harness.new_source()
+    got = await _collect(src, 5)
+    assert [r.position for r in got] == [(k, i) for k in keys[:2] for i in (0, 1)] + [(keys[2], 0)]
+    await nack_all(got[1:3])  # o0-1 (object 0) and o1-0 (object 1)
+    await ack_all([got[0], got[3], got[4]])
+    assert src.checkpoint is None
+    with pytest.raises(AckError):
+        await ack_all(got[:1])
+    again = await _collect(src, 3)  # the nacked first, then the rest of object 2
+    assert [r.payload for r in again] == [b"o0-1", b"o1-0", b"o2-1"]
+    await again[0].ack.ack()  # one handle made; the others as a batch
+    assert src.checkpoint == keys[0]
+    await ack_all(again[1:])
+    assert src.checkpoint == keys[2]
+    await src.stop()
+    stored = json.loads(await harness.body(f"{CHECKPOINT_AREA}byteor.json"))
+    assert stored["after"] == keys[2]
+
+
 async def test_objects_written_later_are_picked_up(harness: S3Harness) -> None:
     sink = await harness.new_sink()
     await sink.write_batch(_records(5, "early"))
@@ -527,50 +561,8 @@ async def test_consumer_killed_mid_stream_loses_nothing(harness: S3Harness) -> N
     assert [r.out() for r in got] == sent[30:]
 
 
-class _Forwarder:
-    """A TCP forwarder to moto that can be cut (listener closed, connections reset) and
-    brought back on the same port: an outage of the server, as the client sees it."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", 5000)
-        except OSError:
-            writer.close()
-            return
-        self._conns |= {writer, up_w}
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except OSError:
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self._conns -= {writer, up_w}
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        for w in list(self._conns):
-            w.transport.abort()
-
-
 async def test_an_outage_mid_stream_loses_nothing_and_repeats_nothing(harness: S3Harness) -> None:
-    fwd = _Forwarder()
+    fwd = Forwarder(5000)  # moto behind it: closed (connections refused), then back
     await fwd.start()
     ep = S3Endpoint(url=f"http://127.0.0.1:{fwd.port}", access_key_id="byteor",
                     secret_access_key="byteor", max_attempts=1)  # fmt: skip
@@ -583,7 +575,7 @@ async def test_an_outage_mid_stream_loses_nothing_and_repeats_nothing(harness: S
         await sink.write_batch(batch)
     first = await _collect(src, 5)
     assert [r.out() for r in first] == batches[0]
-    await fwd.cut()
+    await fwd.close()
     with pytest.raises(AdapterUnreachable):
         await src.next_batch(10, timeout_s=1.0)  # the GET of the next object fails
     assert not src.health().connected
@@ -603,7 +595,7 @@ async def test_an_outage_mid_stream_loses_nothing_and_repeats_nothing(harness: S
     assert src.health().connected
     await src.stop()
     await sink.stop()
-    await fwd.cut()
+    await fwd.close()
     keys = await harness.keys()
     assert len(keys) == 5, "the retried write made one object"
     stored = json.loads(await harness.body(f"{CHECKPOINT_AREA}byteor.json"))

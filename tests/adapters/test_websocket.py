@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from _net import Forwarder, free_port
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
@@ -42,12 +43,6 @@ from byteor.testing import ConformanceTests, Harness
 
 #: Reconnects without waiting long (a server restart takes a moment).
 QUICK = Backoff(initial_s=0.01, max_s=0.1, jitter=0.0, max_attempts=300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(cond: Callable[[], bool], what: str, deadline_s: float = 10.0) -> None:
@@ -507,46 +502,6 @@ async def test_nacks_while_slowed_still_deliver_everything_in_first_send_order(
 # -- connections dropped and processes killed -----------------------------------------------
 
 
-class Forwarder:
-    """A TCP forwarder in front of a server; :meth:`cut` aborts every connection through it
-    (the server and the client each see their connection die, no close frame)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self.port = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
-        self.pairs.append((w, uw))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(r, uw), pipe(ur, w))
-
-    def cut(self) -> None:
-        for a, b in self.pairs:
-            a.transport.abort()
-            b.transport.abort()
-        self.pairs.clear()
-
-    async def stop(self) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
 async def test_a_dropped_connection_mid_batch_loses_nothing_and_repeats_only_what_was_out(
     source: Any,
 ) -> None:
@@ -589,7 +544,7 @@ async def test_a_dropped_connection_mid_batch_loses_nothing_and_repeats_only_wha
     finally:
         write.cancel()
         await sink.stop()
-        await fwd.stop()
+        await fwd.close()
 
 
 SERVER = """
