@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -83,7 +83,16 @@ from byteor.adapters._errors import (
     AdapterNotFound,
     AdapterUnreachable,
 )
-from byteor.adapters._record import Ack, Headers, OutRecord, Record
+from byteor.adapters._record import (
+    Ack,
+    Headers,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    RecordRow,
+    Settler,
+    make_records,
+)
 from byteor.spec import Delivery
 
 if TYPE_CHECKING:
@@ -963,15 +972,40 @@ class S3Position(NamedTuple):
     record: int
 
 
-class _Read:
-    """An object read by the source: its records, how many were handed out and acked."""
+_Data = tuple[bytes, "bytes | None", Headers]  # a record's payload, key and headers
 
-    __slots__ = ("key", "records", "handed", "acked")
 
-    def __init__(self, key: str, records: list[tuple[bytes, bytes | None, Headers]]) -> None:
-        self.key, self.records = key, records
+class _Read(Settler):
+    """An object read by the source: its records, how many were handed out and acked.
+
+    It is also the acknowledgement of its records (one object for all of them, each record a
+    LazyAckRecord): ``ack_all`` counts a batch's records of it at once; reading a record's
+    ``ack`` makes an :class:`_ObjectAck` for that one.
+    """
+
+    __slots__ = ("source", "key", "records", "handed", "acked", "epoch")
+
+    def __init__(self, source: S3Source, key: str, records: list[_Data], epoch: int) -> None:
+        self.source, self.key, self.records, self.epoch = source, key, records, epoch
         self.handed = 0
         self.acked = 0
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        index = cast(S3Position, record.position)[1]
+        return _ObjectAck(self.source, self, index, self.records[index], self.epoch)
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
+        source = self.source
+        if source._stopped or self.epoch != source._epoch:
+            return  # the object is read again after a restart
+        if not ok:
+            for r in records:
+                index = cast(S3Position, r.position)[1]
+                source._redo.append((self, index, self.records[index]))
+            return
+        self.acked += len(records)
+        if self.acked == len(self.records):
+            source._advance()
 
 
 class _ObjectAck(Ack):
@@ -984,7 +1018,7 @@ class _ObjectAck(Ack):
         source: S3Source,
         read: _Read,
         index: int,
-        data: tuple[bytes, bytes | None, Headers],
+        data: _Data,
         epoch: int,
     ) -> None:
         Ack.__init__(self)
@@ -1055,7 +1089,7 @@ class S3Source(_Base, Source):
         self._list_at = 0.0  # loop time before which the prefix is not listed again
         self._current: _Read | None = None  # the object being handed out
         self._reads: deque[_Read] = deque()  # read and not completed, in key order
-        self._redo: deque[_ObjectAck] = deque()  # nacked, to hand out again
+        self._redo: deque[tuple[_Read, int, _Data]] = deque()  # nacked, to hand out again
         self._committed: str | None = None  # the last completed key
         self._stored: str | None = None  # what the checkpoint holds
         self._epoch = 0
@@ -1089,7 +1123,7 @@ class S3Source(_Base, Source):
         if self._stopped or ack._epoch != self._epoch:
             return  # the object is read again after a restart
         if not ok:
-            self._redo.append(ack)
+            self._redo.append((ack._read, ack._index, ack._data))
             return
         read = ack._read
         read.acked += 1
@@ -1185,7 +1219,7 @@ class S3Source(_Base, Source):
             self._unfetch()  # tried again at the next call
             raise
         self._fetching.popleft()
-        read = _Read(key, records)
+        read = _Read(self, key, records, self._epoch)
         self._reads.append(read)
         if records:
             self._current = read
@@ -1193,28 +1227,30 @@ class S3Source(_Base, Source):
             self._advance()
 
     def _take(self, out: list[Record], max_records: int) -> None:
-        """Hand out nacked records, then the current object's, up to ``max_records``."""
-        epoch = self._epoch
+        """Hand out nacked records, then the current object's, up to ``max_records``: one
+        object each (a LazyAckRecord), their object's :class:`_Read` standing in for their
+        handles."""
+        rows: list[RecordRow] = []
+        position = tuple.__new__  # S3Position without its Python-level __new__
         redo = self._redo
-        while redo and len(out) < max_records:
-            old = redo.popleft()
-            again, index, data = old._read, old._index, old._data
-            ack = _ObjectAck(self, again, index, data, epoch)
-            out.append(Record(data[0], data[1], data[2], S3Position(again.key, index), ack))
+        room = max_records - len(out)
+        while redo and len(rows) < room:
+            again, index, data = redo.popleft()
+            rows.append((*data, position(S3Position, (again.key, index)), again))
         read = self._current
-        if read is None or len(out) >= max_records:
-            return
-        records, key = read.records, read.key
-        start = read.handed
-        stop = min(len(records), start + max_records - len(out))
-        append = out.append
-        for index in range(start, stop):
-            data = records[index]
-            ack = _ObjectAck(self, read, index, data, epoch)
-            append(Record(data[0], data[1], data[2], S3Position(key, index), ack))
-        read.handed = stop
-        if stop == len(records):
-            self._current = None
+        if read is not None and len(rows) < room:
+            records, key = read.records, read.key
+            start = read.handed
+            stop = min(len(records), start + room - len(rows))
+            append = rows.append
+            for index in range(start, stop):
+                payload, rkey, headers = records[index]
+                append((payload, rkey, headers, position(S3Position, (key, index)), read))
+            read.handed = stop
+            if stop == len(records):
+                self._current = None
+        if rows:
+            out.extend(make_records(rows, LazyAckRecord))
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         if self._stopped:
