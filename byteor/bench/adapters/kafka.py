@@ -25,7 +25,6 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
-from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.kafka import KafkaSink, KafkaSource
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -36,37 +35,15 @@ from byteor.bench.adapters._harness import (
     SinkSide,
     SourceSide,
     Tally,
+    batches,
 )
+from byteor.bench.adapters._ours import AdapterSink, AdapterSource
 
 __all__ = ["KafkaCase"]
 
 BOOTSTRAP = "127.0.0.1:9092"
 #: The group timeouts of both consumers (a fresh group joins in about a second on Tansu).
 SESSION_MS, HEARTBEAT_MS = 1000, 200
-
-
-class _OursSource(SourceSide[list[Record]]):
-    def __init__(self, topic: str) -> None:
-        self._src = KafkaSource(
-            BOOTSTRAP,
-            [topic],
-            topic,
-            session_timeout_ms=SESSION_MS,
-            heartbeat_interval_ms=HEARTBEAT_MS,
-        )
-
-    async def open(self) -> None:
-        await self._src.start()
-
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
-        recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
-        return [r.payload for r in recs], recs
-
-    async def ack(self, token: list[Record]) -> None:
-        await ack_all(token)
-
-    async def close(self) -> None:
-        await self._src.stop()
 
 
 class _HandSource(SourceSide[dict[Any, int]]):
@@ -102,23 +79,6 @@ class _HandSource(SourceSide[dict[Any, int]]):
             await self._consumer.stop()
 
 
-class _OursSink(SinkSide[list[OutRecord]]):
-    def __init__(self, topic: str) -> None:
-        self._sink = KafkaSink(BOOTSTRAP, topic)
-
-    async def open(self) -> None:
-        await self._sink.start()
-
-    def prepare(self, items: Sequence[bytes], batch: int) -> list[list[OutRecord]]:
-        return [[OutRecord(p) for p in items[i : i + batch]] for i in range(0, len(items), batch)]
-
-    async def write(self, batch: list[OutRecord]) -> None:
-        await self._sink.write_batch(batch)
-
-    async def close(self) -> None:
-        await self._sink.stop()
-
-
 class _HandSink(SinkSide[list[bytes]]):
     def __init__(self, topic: str) -> None:
         self._topic = topic
@@ -130,7 +90,7 @@ class _HandSink(SinkSide[list[bytes]]):
         await self._producer.start()
 
     def prepare(self, items: Sequence[bytes], batch: int) -> list[list[bytes]]:
-        return [list(items[i : i + batch]) for i in range(0, len(items), batch)]
+        return batches(items, batch)
 
     async def write(self, batch: list[bytes]) -> None:
         send, topic = self._producer.send, self._topic
@@ -218,10 +178,22 @@ class KafkaCase(Case):
             await (await self._client()).delete_topics([target])
 
     def source(self, impl: Impl, target: str, plan: Plan) -> SourceSide[Any]:
-        return _OursSource(target) if impl == "ours" else _HandSource(target)
+        if impl == "ours":
+            return AdapterSource(
+                KafkaSource(
+                    BOOTSTRAP,
+                    [target],
+                    target,
+                    session_timeout_ms=SESSION_MS,
+                    heartbeat_interval_ms=HEARTBEAT_MS,
+                )
+            )
+        return _HandSource(target)
 
     def sink(self, impl: Impl, target: str, plan: Plan) -> SinkSide[Any]:
-        return _OursSink(target) if impl == "ours" else _HandSink(target)
+        if impl == "ours":
+            return AdapterSink(KafkaSink(BOOTSTRAP, target))
+        return _HandSink(target)
 
     async def server(self) -> str:
         info: Any = await (await self._client()).describe_cluster()

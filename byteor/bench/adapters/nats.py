@@ -22,7 +22,6 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.nats import ConsumerSettings, JetStreamSink, JetStreamSource, NatsOptions
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -33,7 +32,9 @@ from byteor.bench.adapters._harness import (
     SinkSide,
     SourceSide,
     Tally,
+    batches,
 )
+from byteor.bench.adapters._ours import AdapterSink, AdapterSource
 
 __all__ = ["NatsCase"]
 
@@ -47,26 +48,6 @@ ACK_TIMEOUT_S = 5.0
 
 def _subject(stream: str) -> str:
     return f"{stream}.in"
-
-
-class _OursSource(SourceSide[list[Record]]):
-    def __init__(self, stream: str, batch: int) -> None:
-        self._src = JetStreamSource(
-            NatsOptions(servers=(SERVER,)), ConsumerSettings(stream, DURABLE), batch=batch
-        )
-
-    async def open(self) -> None:
-        await self._src.start()
-
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
-        recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
-        return [r.payload for r in recs], recs
-
-    async def ack(self, token: list[Record]) -> None:
-        await ack_all(token)
-
-    async def close(self) -> None:
-        await self._src.stop()
 
 
 class _HandSource(SourceSide[list[Msg]]):
@@ -101,23 +82,6 @@ class _HandSource(SourceSide[list[Msg]]):
             await nc.close()
 
 
-class _OursSink(SinkSide[list[OutRecord]]):
-    def __init__(self, stream: str) -> None:
-        self._sink = JetStreamSink(NatsOptions(servers=(SERVER,)), _subject(stream))
-
-    async def open(self) -> None:
-        await self._sink.start()
-
-    def prepare(self, items: Sequence[bytes], batch: int) -> list[list[OutRecord]]:
-        return [[OutRecord(p) for p in items[i : i + batch]] for i in range(0, len(items), batch)]
-
-    async def write(self, batch: list[OutRecord]) -> None:
-        await self._sink.write_batch(batch)
-
-    async def close(self) -> None:
-        await self._sink.stop()
-
-
 class _HandSink(SinkSide[list[bytes]]):
     def __init__(self, stream: str) -> None:
         self._subject = _subject(stream)
@@ -129,7 +93,7 @@ class _HandSink(SinkSide[list[bytes]]):
         self._js = self._nc.jetstream()
 
     def prepare(self, items: Sequence[bytes], batch: int) -> list[list[bytes]]:
-        return [list(items[i : i + batch]) for i in range(0, len(items), batch)]
+        return batches(items, batch)
 
     async def write(self, batch: list[bytes]) -> None:
         publish, subject = self._js.publish_async, self._subject
@@ -230,10 +194,15 @@ class NatsCase(Case):
         await (await self._client()).jetstream().delete_stream(target)
 
     def source(self, impl: Impl, target: str, plan: Plan) -> SourceSide[Any]:
-        return _OursSource(target, plan.batch) if impl == "ours" else _HandSource(target)
+        if impl == "ours":
+            opts, settings = NatsOptions(servers=(SERVER,)), ConsumerSettings(target, DURABLE)
+            return AdapterSource(JetStreamSource(opts, settings, batch=plan.batch))
+        return _HandSource(target)
 
     def sink(self, impl: Impl, target: str, plan: Plan) -> SinkSide[Any]:
-        return _OursSink(target) if impl == "ours" else _HandSink(target)
+        if impl == "ours":
+            return AdapterSink(JetStreamSink(NatsOptions(servers=(SERVER,)), _subject(target)))
+        return _HandSink(target)
 
     async def server(self) -> str:
         info = (await self._client())._server_info

@@ -20,7 +20,6 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.rabbitmq import RabbitMQSink, RabbitMQSource
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -31,30 +30,14 @@ from byteor.bench.adapters._harness import (
     SinkSide,
     SourceSide,
     Tally,
+    batches,
 )
+from byteor.bench.adapters._ours import AdapterSink, AdapterSource
 
 __all__ = ["RabbitMQCase"]
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
-
-
-class _OursSource(SourceSide[list[Record]]):
-    def __init__(self, queue: str, prefetch: int) -> None:
-        self._src = RabbitMQSource(URL, queue, prefetch=prefetch)
-
-    async def open(self) -> None:
-        await self._src.start()
-
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
-        recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
-        return [r.payload for r in recs], recs
-
-    async def ack(self, token: list[Record]) -> None:
-        await ack_all(token)
-
-    async def close(self) -> None:
-        await self._src.stop()
 
 
 class _HandSource(SourceSide[AbstractIncomingMessage | None]):
@@ -99,23 +82,6 @@ class _HandSource(SourceSide[AbstractIncomingMessage | None]):
             await conn.close()
 
 
-class _OursSink(SinkSide[list[OutRecord]]):
-    def __init__(self, queue: str) -> None:
-        self._sink = RabbitMQSink(URL, queue=queue)
-
-    async def open(self) -> None:
-        await self._sink.start()
-
-    def prepare(self, items: Sequence[bytes], batch: int) -> list[list[OutRecord]]:
-        return [[OutRecord(p) for p in items[i : i + batch]] for i in range(0, len(items), batch)]
-
-    async def write(self, batch: list[OutRecord]) -> None:
-        await self._sink.write_batch(batch)
-
-    async def close(self) -> None:
-        await self._sink.stop()
-
-
 class _HandSink(SinkSide[list[bytes]]):
     def __init__(self, queue: str) -> None:
         self._queue = queue
@@ -128,7 +94,7 @@ class _HandSink(SinkSide[list[bytes]]):
         self._exchange = channel.default_exchange
 
     def prepare(self, items: Sequence[bytes], batch: int) -> list[list[bytes]]:
-        return [list(items[i : i + batch]) for i in range(0, len(items), batch)]
+        return batches(items, batch)
 
     async def write(self, batch: list[bytes]) -> None:
         exchange, queue = self._exchange, self._queue
@@ -238,11 +204,13 @@ class RabbitMQCase(Case):
     def source(self, impl: Impl, target: str, plan: Plan) -> SourceSide[Any]:
         prefetch = 2 * plan.batch
         if impl == "ours":
-            return _OursSource(target, prefetch)
+            return AdapterSource(RabbitMQSource(URL, target, prefetch=prefetch))
         return _HandSource(target, prefetch)
 
     def sink(self, impl: Impl, target: str, plan: Plan) -> SinkSide[Any]:
-        return _OursSink(target) if impl == "ours" else _HandSink(target)
+        if impl == "ours":
+            return AdapterSink(RabbitMQSink(URL, queue=target))
+        return _HandSink(target)
 
     async def server(self) -> str:
         await self._admin()

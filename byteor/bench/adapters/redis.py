@@ -14,7 +14,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from byteor.adapters import OutRecord, Record, ack_all
 from byteor.adapters.redis import RedisSink, RedisSource
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -25,31 +24,15 @@ from byteor.bench.adapters._harness import (
     SinkSide,
     SourceSide,
     Tally,
+    batches,
 )
+from byteor.bench.adapters._ours import AdapterSink, AdapterSource
 
 __all__ = ["RedisCase"]
 
 URL = "redis://127.0.0.1:6379"
 GROUP = "bench"
 CONSUMER = "bench-1"
-
-
-class _OursSource(SourceSide[list[Record]]):
-    def __init__(self, stream: str) -> None:
-        self._src = RedisSource(URL, stream, GROUP, CONSUMER)
-
-    async def open(self) -> None:
-        await self._src.start()
-
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
-        recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
-        return [r.payload for r in recs], recs
-
-    async def ack(self, token: list[Record]) -> None:
-        await ack_all(token)
-
-    async def close(self) -> None:
-        await self._src.stop()
 
 
 class _HandSource(SourceSide[list[bytes]]):
@@ -76,23 +59,6 @@ class _HandSource(SourceSide[list[bytes]]):
         await self._client.aclose()
 
 
-class _OursSink(SinkSide[list[OutRecord]]):
-    def __init__(self, stream: str) -> None:
-        self._sink = RedisSink(URL, stream)
-
-    async def open(self) -> None:
-        await self._sink.start()
-
-    def prepare(self, items: Sequence[bytes], batch: int) -> list[list[OutRecord]]:
-        return [[OutRecord(p) for p in items[i : i + batch]] for i in range(0, len(items), batch)]
-
-    async def write(self, batch: list[OutRecord]) -> None:
-        await self._sink.write_batch(batch)
-
-    async def close(self) -> None:
-        await self._sink.stop()
-
-
 class _HandSink(SinkSide[list[bytes]]):
     def __init__(self, stream: str) -> None:
         self._stream = stream
@@ -102,7 +68,7 @@ class _HandSink(SinkSide[list[bytes]]):
         await self._client.ping()
 
     def prepare(self, items: Sequence[bytes], batch: int) -> list[list[bytes]]:
-        return [list(items[i : i + batch]) for i in range(0, len(items), batch)]
+        return batches(items, batch)
 
     async def write(self, batch: list[bytes]) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -179,10 +145,14 @@ class RedisCase(Case):
         await self._client().delete(target)
 
     def source(self, impl: Impl, target: str, plan: Plan) -> SourceSide[Any]:
-        return _OursSource(target) if impl == "ours" else _HandSource(target)
+        if impl == "ours":
+            return AdapterSource(RedisSource(URL, target, GROUP, CONSUMER))
+        return _HandSource(target)
 
     def sink(self, impl: Impl, target: str, plan: Plan) -> SinkSide[Any]:
-        return _OursSink(target) if impl == "ours" else _HandSink(target)
+        if impl == "ours":
+            return AdapterSink(RedisSink(URL, target))
+        return _HandSink(target)
 
     async def server(self) -> str:
         info: Any = await self._client().info("server")
