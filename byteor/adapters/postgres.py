@@ -54,7 +54,7 @@ import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -71,7 +71,15 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
     map_errors,
 )
-from byteor.adapters._record import Ack, Headers, OutRecord, Record
+from byteor.adapters._record import (
+    Ack,
+    Headers,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    Settler,
+    make_records,
+)
 from byteor.spec import Delivery
 
 __all__ = [
@@ -463,6 +471,38 @@ def _headers_codec(
 Pos = tuple[int, int]  # (txid, id)
 
 
+class _Fetched(Settler):
+    """The rows one read handed out: their acknowledgement, one object for all of them.
+
+    ``ack_all`` / ``nack_all`` settle a batch of them at once; reading a record's ``ack``
+    makes a :class:`_RowAck` for it. ``positions`` are the rows' ``(txid, id)``, in order.
+    """
+
+    __slots__ = ("source", "epoch", "positions")
+
+    def __init__(self, source: PostgresSource, epoch: int, positions: list[Pos]) -> None:
+        self.source, self.epoch, self.positions = source, epoch, positions
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        return _RowAck(self, record)
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
+        self.source._settle(self, records, ok)
+
+
+class _RowAck(Ack):
+    """One row's handle, made when its record's ``ack`` is read."""
+
+    __slots__ = ("_fetched", "_record")
+
+    def __init__(self, fetched: _Fetched, record: LazyAckRecord) -> None:
+        Ack.__init__(self)
+        self._fetched, self._record = fetched, record
+
+    def settled(self, ok: bool) -> None:
+        self._fetched.settle((self._record,), ok)
+
+
 class PostgresSource(Source):
     """Reads an outbox table after a stored cursor; see the module docstring."""
 
@@ -507,7 +547,7 @@ class PostgresSource(Source):
         self._committed: Pos = (0, 0)  # settled up to here, contiguously
         self._stored: Pos = (0, 0)  # what the cursor table holds
         self._order: deque[Pos] = deque()  # read, not yet behind the committed cursor
-        self._acked: set[Pos] = set()
+        self._acked: set[int] = set()  # ids of rows in _order settled out of order
         self._redo: deque[tuple[Pos, OutRecord]] = deque()
         self._behind: int | None = None  # rows after the last read, when the read caught up
         self._paused = False
@@ -624,22 +664,38 @@ class PostgresSource(Source):
         if exists is None:
             await conn.execute(notify_trigger_ddl(self._table, self._channel))
 
-    def _record(self, pos: Pos, rec: OutRecord) -> Record:
-        epoch = self._epoch
+    def _settle(self, fetched: _Fetched, records: Sequence[Record], ok: bool) -> None:
+        """Rows handed out by ``fetched`` settled: the cursor moves over the contiguous acked
+        ones; nacked ones are handed out again."""
+        if not self._started or fetched.epoch != self._epoch:
+            return  # after the cursor: it will be read again
+        if not ok:
+            where = {pos[1]: pos for pos in fetched.positions}
+            self._redo.extend(
+                (where[cast(int, r.position)], OutRecord(r.payload, r.key, r.headers))
+                for r in records
+            )
+            return
+        acked = self._acked
+        acked.update(cast(int, r.position) for r in records)
+        order = self._order
+        while order and order[0][1] in acked:
+            self._committed = order.popleft()
+            acked.discard(self._committed[1])
 
-        async def settle(ok: bool) -> None:
-            if not self._started or epoch != self._epoch:
-                return  # after the cursor: it will be read again
-            if not ok:
-                self._redo.append((pos, rec))
-                return
-            self._acked.add(pos)
-            order, acked = self._order, self._acked
-            while order and order[0] in acked:
-                self._committed = order.popleft()
-                acked.discard(self._committed)
-
-        return Record(rec.payload, rec.key, rec.headers, pos[1], Ack(settle))
+    def _records(
+        self, positions: list[Pos], rows: list[tuple[bytes, bytes | None, Headers]]
+    ) -> list[Record]:
+        """The records of ``rows`` at ``positions``: one object each (a LazyAckRecord), a
+        :class:`_Fetched` standing in for their handles."""
+        fetched = _Fetched(self, self._epoch, positions)
+        return make_records(
+            (
+                (payload, key, headers, pos[1], fetched)
+                for pos, (payload, key, headers) in zip(positions, rows, strict=True)
+            ),
+            LazyAckRecord,
+        )
 
     async def _flush_cursor(self) -> None:
         pos = self._committed
@@ -655,14 +711,16 @@ class PostgresSource(Source):
         q, (txid, rid) = self._q_read, self._read
         rows = await self._link.call(lambda c: c.fetch(q, txid, rid, limit), self._what())
         loop = asyncio.get_running_loop()
-        out: list[Record] = []
+        positions: list[Pos] = []
+        taken: list[tuple[bytes, bytes | None, Headers]] = []
         decode = self._decode_headers
         for horizon, row_txid, row_id, payload, key, headers in rows:
             if row_txid >= horizon:
                 break  # an open transaction may still add rows before this one
-            pos = (int(row_txid), int(row_id))
-            self._order.append(pos)
-            out.append(self._record(pos, OutRecord(payload or b"", key, decode(headers))))
+            positions.append((int(row_txid), int(row_id)))
+            taken.append((payload or b"", key, decode(headers) if headers is not None else ()))
+        self._order.extend(positions)
+        out = self._records(positions, taken) if positions else []
         held = len(rows) - len(out)
         if out:
             self._read = self._order[-1]
@@ -684,11 +742,11 @@ class PostgresSource(Source):
         await self._flush_cursor()
         if self._paused or max_records <= 0:
             return []
-        out: list[Record] = []
-        while self._redo and len(out) < max_records:
-            out.append(self._record(*self._redo.popleft()))
-        if out:
-            return out
+        if self._redo:
+            again = [self._redo.popleft() for _ in range(min(max_records, len(self._redo)))]
+            return self._records(
+                [pos for pos, _ in again], [(r.payload, r.key, r.headers) for _, r in again]
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         while True:

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterError,
     AdapterNotFound,
@@ -21,7 +22,9 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.postgres import (
     PostgresAdapter,
@@ -218,6 +221,33 @@ async def test_cursor_never_passes_an_unsettled_row(harness: PostgresHarness) ->
     assert await harness.cursor() == ids[-1]
     assert src.health().lag == 0
     await src.stop()
+
+
+async def test_batches_settle_without_handles_and_the_cursor_follows(
+    harness: PostgresHarness,
+) -> None:
+    """ack_all / nack_all settle rows without a handle each (their read stands in); nacked
+    rows come again first, in order; the cursor moves only over contiguous acked rows."""
+    await harness.produce([OutRecord(f"r{i}".encode()) for i in range(6)])
+    ids = await harness.ids()
+    src = await harness.new_source()
+    got = await src.next_batch(4, timeout_s=1.0)
+    assert [r.position for r in got] == ids[:4]
+    await nack_all(got[1:3])
+    await ack_all([got[0], got[3]])
+    with pytest.raises(AckError):
+        await ack_all(got[:1])
+    again = await src.next_batch(10)  # writes the cursor: only row 0 is contiguous
+    assert await harness.cursor() == ids[0]
+    assert [(r.payload, r.position) for r in again] == [(b"r1", ids[1]), (b"r2", ids[2])]
+    await again[0].ack.ack()  # one handle made; the other as a batch
+    await ack_all(again[1:])
+    rest = await src.next_batch(10)
+    assert await harness.cursor() == ids[3]
+    assert [r.payload for r in rest] == [b"r4", b"r5"]
+    await ack_all(rest)
+    await src.stop()
+    assert await harness.cursor() == ids[5]
 
 
 async def test_notify_wakes_the_source_and_nothing_else_does(harness: PostgresHarness) -> None:
