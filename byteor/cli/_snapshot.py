@@ -11,9 +11,10 @@ no endpoint is made) and read:
   the executors retry them, so on events lanes it measures back-pressure, not loss. A
   consumer's position is what its node has *finished* with (explicit release);
 * per node (source, stage, sink): records in and out, errors (skipped, routed), records it
-  holds uncommitted, what it is doing (``idle``, ``step`` inside its op, ``blocked`` waiting
-  for room, ``done``), its process and pid, busy share (time in its work over time since it
-  started), restarts and what they cost (records taken again, outputs published twice).
+  holds uncommitted, what it is doing (``idle``, ``working`` on records it took: in its op or
+  between two steps, ``blocked`` waiting for room, ``done``), its process and pid, busy share
+  (time in its work over time since it started), restarts and what they cost (records taken
+  again, outputs published twice).
   Each row is a consistent set, committed when everything its node took was published, so a
   stage's counters add up in every snapshot: in = out + skipped + routed for a 1:1 op.
 

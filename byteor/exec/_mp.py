@@ -69,6 +69,7 @@ from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._sp import (
     COUNTERS_SUFFIX,
     DEFAULT_BATCH,
+    TIMED,
     LaneGraphSP,
     _Input,
     _Node,
@@ -77,7 +78,6 @@ from byteor.exec._sp import (
     _SourceNode,
     _StageNode,
     run_round,
-    timed_round,
 )
 from byteor.kernel import Stage
 from byteor.spec import PipelineSpecV1
@@ -131,7 +131,7 @@ def _drive(
     busy = 0
     rounds = 0
     while True:
-        progress = run_round(nodes, batch, stop, timed_round(rounds))
+        progress = run_round(nodes, batch, stop, TIMED[rounds & 4095])
         rounds += 1
         if all(n.done for n in nodes):
             return

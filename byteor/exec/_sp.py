@@ -703,7 +703,7 @@ class LaneGraphSP:
         batch = self._batch
         rounds = 0
         while True:
-            progress = run_round(nodes, batch, stop, timed_round(rounds))
+            progress = run_round(nodes, batch, stop, TIMED[rounds & 4095])
             rounds += 1
             if all(n.done for n in nodes):
                 return
@@ -733,6 +733,10 @@ def timed_round(n: int) -> bool:
     """Whether round ``n`` is timed: one in ``TIMED_ROUNDS`` (8), scattered by a
     multiplicative hash so that no periodic pattern of busy and idle rounds escapes it."""
     return ((n * 0x9E3779B1) & 0xFFFFFFFF) >> 29 == 0
+
+
+#: :func:`timed_round` of 0 .. 4095, for the round loops (an index costs less than a call).
+TIMED: tuple[bool, ...] = tuple(timed_round(n) for n in range(4096))
 
 
 def run_round(nodes: Sequence[_Node], batch: int, stop: StopToken, timed: bool = True) -> bool:
