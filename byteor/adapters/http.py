@@ -100,6 +100,7 @@ from byteor.adapters._jsonrecord import (
     read_record,
     record_object,
 )
+from byteor.adapters._listen import bound_socket
 from byteor.adapters._record import (
     Ack,
     LazyAckRecord,
@@ -336,40 +337,12 @@ class _Server(uvicorn.Server):
         self.ready.set()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound socket (uvicorn starts listening on it); errors name the address."""
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise AdapterError(
-            f"http: cannot listen on {host}:{port} ({exc}); check the host config",
-            adapter="http",
-            address=f"{host}:{port}",
-        ) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        raise AdapterError(
-            f"http: cannot listen on {host}:{port} ({exc}); is another server using that "
-            f"port? (port = 0 picks a free one)",
-            adapter="http",
-            address=f"{host}:{port}",
-        ) from exc
-    sock.setblocking(False)
-    return sock
-
-
 async def serve_app(app: Any, host: str, port: int) -> tuple[_Server, asyncio.Task[None], int]:
     """Serve an ASGI ``app`` with uvicorn in this event loop: (server, its task, bound port).
 
     Stop it with ``server.should_exit = True; await task``.
     """
-    sock = _listen(host, port)
+    sock = bound_socket("http", host, port)
     bound = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app,

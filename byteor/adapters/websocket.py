@@ -65,7 +65,6 @@ import hmac
 import json
 import logging
 import random
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,6 +103,7 @@ from byteor.adapters._jsonrecord import (
     read_record,
     record_object,
 )
+from byteor.adapters._listen import bound_socket
 from byteor.adapters._record import Ack, OutRecord, Record
 from byteor.spec import Delivery
 
@@ -227,34 +227,6 @@ class _Refused(ValueError):
         self.ids = list(ids)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound socket for the server; errors name the address."""
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise AdapterError(
-            f"websocket: cannot listen on {host}:{port} ({exc}); check the host config",
-            adapter=_NAME,
-            address=f"{host}:{port}",
-        ) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        raise AdapterError(
-            f"websocket: cannot listen on {host}:{port} ({exc}); is another server using "
-            f"that port? (port = 0 picks a free one)",
-            adapter=_NAME,
-            address=f"{host}:{port}",
-        ) from exc
-    sock.setblocking(False)
-    return sock
-
-
 def _ids_of(doc: object) -> list[str]:
     """The string ids a message carries, for attributing a refusal."""
     objs = doc if isinstance(doc, list) else [doc]
@@ -338,7 +310,7 @@ class WebSocketSource(Source):
             return
         self._epoch += 1
         self._closing = False
-        sock = _listen(self._host, self._want_port)
+        sock = bound_socket(_NAME, self._host, self._want_port)
         self._port = int(sock.getsockname()[1])
         try:
             self._server = await serve(
