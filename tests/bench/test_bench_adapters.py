@@ -1,12 +1,15 @@
 """``byteor bench adapters`` checks what it times: a broken case fails instead of looking fast.
 
 The check is fed in one process first; then tiny runs go through the real servers (Redis, and
-every other case whose adapter has landed), plus Redis cases broken on purpose.
+every other case whose adapter has landed; HTTP, WebSocket and gRPC with their peer process),
+plus cases broken on purpose: each kind of check (the sequence in the timed loop, the server's
+state after, the peer's report, the receiver's) fails the run it should.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import pathlib
 import re
@@ -16,15 +19,18 @@ from typing import Any
 
 import pytest
 
+from byteor.adapters import OutRecord
 from byteor.bench import adapters as bench
 from byteor.bench.adapters import _runner
-from byteor.bench.adapters._harness import Plan, SourceSide, Tally, payloads
+from byteor.bench.adapters._harness import Case, Kind, Plan, SourceSide, Tally, payloads
+from byteor.bench.adapters._peer import Peer
 from byteor.bench.adapters.redis import RedisCase, _HandSource
 from byteor.bench.lanes import BenchFailure
 from byteor.cli import main
 from byteor.cli._output import CliError
 
 PLAN = Plan(records=1_000, size=64, batch=100)
+BATCHES = PLAN.records // PLAN.batch
 
 
 def _args(**kw: Any) -> argparse.Namespace:
@@ -117,6 +123,24 @@ def test_every_landed_case_runs_checked_with_a_ratio(
         assert r["ratio"] == pytest.approx(r["ours_median"] / r["hand_median"])
         assert r["target_met"] == (r["ratio"] >= 0.9)
     assert doc["servers"]["redis"].startswith("Redis ")
+    # The server adapters: the peer's report and the receiver's are kept per run.
+    for name in ("http", "websocket", "grpc"):
+        if by[(name, "source")]["status"] == "skipped":
+            continue
+        for impl in ("hand", "ours"):
+            (run,) = by[(name, "source")]["runs"][impl]
+            assert run["details"]["records"] == run["details"]["acked"] == 1_000
+            assert run["details"]["server"]["admitted"] == 1_000
+            (run,) = by[(name, "sink")]["runs"][impl]
+            assert run["details"] == {"received": 1_000, "error": None}
+    http = by[("http", "source")]
+    if http["status"] == "ok":  # the bare 202 server: one more line, same load
+        bound = http["bound"]
+        (run,) = bound["runs"]
+        assert run["records"] == 1_000 and run["details"]["requests"] == BATCHES
+        assert bound["median"] == run["rate"] > 0
+        assert bound["ours_share"] == pytest.approx(http["ours_median"] / run["rate"])
+        assert "bound" not in by[("http", "sink")]
 
 
 class _LosesOne(_HandSource):
@@ -189,3 +213,124 @@ def test_an_unreachable_server_or_missing_adapter_is_skipped_in_one_line(
     assert re.search(r"\nredis +source +SKIPPED: redis: no server at 127\.0\.0\.1:1", out)
     assert re.search(r"\nnosuch +sink +SKIPPED: no adapter called 'nosuch'", out)
     assert "Traceback" not in out + err
+
+
+# --- the server adapters' checks, each broken on purpose --------------------------------------
+
+
+def test_the_hand_loops_send_what_ours_sends() -> None:
+    """The hand-written HTTP and WebSocket sinks build the very bytes the adapters' encoders
+    build (so the receiver and the wire are the same for both sides)."""
+    from byteor.adapters.http import _batch_key, encode_batch, idempotency_key
+    from byteor.adapters.websocket import encode_message
+    from byteor.bench.adapters.http import hand_body
+    from byteor.bench.adapters.websocket import hand_message
+
+    items = [*payloads(Plan(20, 64, 20)), b"text", "caf\u00e9".encode()]
+    recs = [OutRecord(p) for p in items]
+    keys = [idempotency_key(r) for r in recs]
+    assert hand_body(items) == (encode_batch(recs, "ndjson", keys), _batch_key(keys))
+    ids = [str(i) for i in range(len(items))]
+    assert json.loads(hand_message(items, ids)) == json.loads(encode_message(recs, ids))
+
+
+async def _one_run(case: Case, kind: Kind, impl: str = "hand") -> dict[str, Any]:
+    try:
+        return await _runner._run_once(case, kind, impl, PLAN, payloads(PLAN), 0, 30.0)  # type: ignore[arg-type]
+    finally:
+        await case.close()
+
+
+def _case(name: str) -> Case:
+    loaded = _runner._load_case(name)
+    if isinstance(loaded, str):
+        pytest.skip(loaded)
+    return loaded
+
+
+def test_a_source_that_leaves_records_unacknowledged_fails_on_the_servers_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from byteor.bench.adapters import http
+
+    class KeepsTheLast(http._HandSource):
+        acks = 0
+
+        async def ack(self, token: int) -> None:
+            self.acks += 1
+            if self.acks < BATCHES:
+                await super().ack(token)
+
+    monkeypatch.setattr(http, "_HandSource", KeepsTheLast)
+    with pytest.raises(BenchFailure, match=r"admitted 1000 of 1000 records, 100 not acknowledged"):
+        asyncio.run(_one_run(_case("http"), "source"))
+
+
+def test_a_source_acknowledging_twice_fails_in_the_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from byteor.bench.adapters import websocket
+
+    class AcksOneTwice(websocket._HandSource):
+        async def ack(self, token: list[tuple[Any, str]]) -> None:
+            last = token[-1][1] == str(PLAN.records - 1)
+            await super().ack(token + token[:1] if last else token)
+
+    monkeypatch.setattr(websocket, "_HandSource", AcksOneTwice)
+    with pytest.raises(BenchFailure, match=r"peer: load: BenchFailure: id 900 acknowledged twice"):
+        asyncio.run(_one_run(_case("websocket"), "source"))
+
+
+def test_a_sink_losing_a_record_fails_on_the_receivers_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from byteor.bench.adapters import grpc
+
+    class LosesOne(grpc._HandSink):
+        async def write(self, batch: list[bytes]) -> None:
+            await super().write([p for p in batch if struct.unpack_from("<Q", p)[0] != 9])
+
+    monkeypatch.setattr(grpc, "_HandSink", LosesOne)
+    with pytest.raises(BenchFailure, match=r"the receiver: record #9 carries sequence 10"):
+        asyncio.run(_one_run(_case("grpc"), "sink"))
+
+
+def test_sources_that_skip_their_last_checkpoint_or_cursor_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from byteor.bench.adapters import postgres, s3
+
+    class NoLastCheckpoint(s3._HandSource):
+        acks = 0
+
+        async def ack(self, token: list[tuple[Any, int]]) -> None:
+            self.acks += 1
+            if self.acks < BATCHES:
+                await super().ack(token)
+
+    class NoLastCursor(postgres._HandSource):
+        acks = 0
+
+        async def ack(self, token: tuple[int, int] | None) -> None:
+            self.acks += 1
+            if self.acks < BATCHES:
+                await super().ack(token)
+
+    monkeypatch.setattr(s3, "_HandSource", NoLastCheckpoint)
+    monkeypatch.setattr(postgres, "_HandSource", NoLastCursor)
+    with pytest.raises(
+        BenchFailure, match=r"checkpoint is at '.*0899\.bor', the last key is '.*0999\.bor'"
+    ):
+        asyncio.run(_one_run(_case("s3"), "source"))
+    with pytest.raises(BenchFailure, match=r"the cursor of .* is at \(\d+, \d+\), the last row"):
+        asyncio.run(_one_run(_case("postgres"), "source"))
+
+
+def test_a_peer_that_cannot_start_fails_in_one_line() -> None:
+    async def main() -> None:
+        peer = Peer("byteor.bench.adapters.nosuch:Peer")
+        try:
+            await peer.ask("prepare", target="t")
+        finally:
+            await peer.close()
+
+    with pytest.raises(BenchFailure, match=r"peer process .*nosuch:Peer exited \(1\): .*No"):
+        asyncio.run(main())

@@ -20,10 +20,20 @@ through the adapter's public contract (``next_batch`` + ``ack()`` of every recor
   server is asked whether every record was acknowledged (source) or is stored exactly once, in
   order (sink). A failed check fails the run and the exit code.
 
-Each run gets a fresh stream/topic/queue, dropped afterwards. Ours and the hand-written loop
-alternate who goes first in each repeat; the table shows medians and ours/hand, and the
-target of issue 5 (ours at >= 90 % of the hand-written loop). An adapter whose extra is not
-installed or whose server does not answer is reported as skipped, with the reason.
+Each run gets a fresh stream/topic/queue (bucket directory, table), dropped afterwards. Ours
+and the hand-written loop alternate who goes first in each repeat; the table shows medians and
+ours/hand, and the target of issues 5 and 6 (ours at >= 90 % of the hand-written loop). An
+adapter whose extra is not installed or whose server does not answer is reported as skipped,
+with the reason.
+
+Server adapters (HTTP, WebSocket, gRPC) *are* the server of their source and a client of their
+sink's server. Their counterpart runs in a peer process (``_peer.py``), the same for ours and
+the hand loop: for a source, a client that sends pre-built requests (prepared in the pre-fill
+step, untimed) and reports every acknowledgement it heard; the clock stops when it has heard
+the last one, and the check is its report plus the server's own counts. For a sink, one of our
+sources drained by a loop that checks every record's sequence; the check is its report. A
+case may add a *bound* to a side (``Case.bounds``): one more line, e.g. the HTTP source
+against a bare server answering 202 without parsing anything.
 """
 
 from __future__ import annotations

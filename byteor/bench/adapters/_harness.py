@@ -240,6 +240,22 @@ class Case(ABC):
     @abstractmethod
     def sink(self, impl: Impl, target: str, plan: Plan) -> SinkSide[Any]: ...
 
+    #: Per side, an extra line measured next to ours and the hand-written loop: what it is
+    #: (one line for the notes). An upper bound, e.g. a server that answers without parsing
+    #: anything; :meth:`run_bound` runs it. Most cases have none.
+    bounds: ClassVar[dict[Kind, str]] = {}
+
+    async def run_bound(self, kind: Kind, target: str, plan: Plan) -> dict[str, Any]:
+        """One timed run of ``bounds[kind]`` on ``target`` (pre-filled for a source): the run
+        dict of the others (``rate``, ``elapsed_s``, ``records``, ``cpu_us_per_record``),
+        checked as far as it can be (a bound parses nothing, so it counts)."""
+        raise NotImplementedError(f"{self.name} has no bound for {kind}")
+
+    def details(self, target: str) -> dict[str, Any]:
+        """What else the run's JSON should hold about ``target`` (asked after its checks):
+        e.g. requests refused and retried, messages sent."""
+        return {}
+
     async def server(self) -> str:
         """The server's name and version, for the report."""
         return ""

@@ -50,8 +50,13 @@ CASES: dict[str, str] = {
     "kafka": "byteor.bench.adapters.kafka:KafkaCase",
     "nats": "byteor.bench.adapters.nats:NatsCase",
     "rabbitmq": "byteor.bench.adapters.rabbitmq:RabbitMQCase",
+    "http": "byteor.bench.adapters.http:HttpCase",
+    "websocket": "byteor.bench.adapters.websocket:WebSocketCase",
+    "grpc": "byteor.bench.adapters.grpc:GrpcCase",
+    "s3": "byteor.bench.adapters.s3:S3Case",
+    "postgres": "byteor.bench.adapters.postgres:PostgresCase",
 }
-TARGET = 0.90  # ours / hand-written, issue 5
+TARGET = 0.90  # ours / hand-written, issues 5 and 6
 QUICK_DIVISOR = 10
 SIZE = 128
 BATCH = 500
@@ -71,6 +76,8 @@ class Row:
     hand_what: str = ""
     records: int = 0
     runs: dict[Impl, list[dict[str, Any]]] = field(default_factory=lambda: {"hand": [], "ours": []})
+    bound_what: str = ""  # the case's extra line for this side (Case.bounds), if any
+    bound_runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _load_case(name: str) -> Case | str:
@@ -88,7 +95,7 @@ def _load_case(name: str) -> Case | str:
     return case.skip_reason() or case
 
 
-def _tag(case: Case, kind: Kind, impl: Impl, rep: int) -> str:
+def _tag(case: Case, kind: Kind, impl: str, rep: int) -> str:
     return f"{case.name}-{kind}-{impl}-{rep}-{uuid.uuid4().hex[:8]}"
 
 
@@ -97,6 +104,7 @@ async def _run_once(
 ) -> dict[str, Any]:
     """One timed run on a fresh target; checked before it becomes a number."""
     target = await case.create(_tag(case, kind, impl, rep))
+    run: dict[str, Any]
     try:
         if kind == "source":
             await bounded(case.prefill(target, items, plan.batch), timeout_s)
@@ -106,22 +114,44 @@ async def _run_once(
             finally:
                 await side.abort()
             await bounded(case.verify_source(target, plan), timeout_s)
-            return {
+            run = {
                 "rate": tally.rate,
                 "elapsed_s": tally.elapsed_ns / 1e9,
                 "records": tally.received,
                 "first_batch": tally.first,
                 "cpu_us_per_record": tally.cpu_us,
             }
-        sink = case.sink(impl, target, plan)
-        written = await bounded(time_sink(sink, plan, items), timeout_s)
-        await bounded(case.verify_sink(target, plan), timeout_s)
-        return {
-            "rate": written.rate,
-            "elapsed_s": written.elapsed_ns / 1e9,
-            "records": plan.records,
-            "cpu_us_per_record": written.cpu_us,
-        }
+        else:
+            sink = case.sink(impl, target, plan)
+            written = await bounded(time_sink(sink, plan, items), timeout_s)
+            await bounded(case.verify_sink(target, plan), timeout_s)
+            run = {
+                "rate": written.rate,
+                "elapsed_s": written.elapsed_ns / 1e9,
+                "records": plan.records,
+                "cpu_us_per_record": written.cpu_us,
+            }
+        details = case.details(target)
+        if details:
+            run["details"] = details
+        return run
+    finally:
+        await case.drop(target)
+
+
+async def _run_bound(
+    case: Case, kind: Kind, plan: Plan, items: list[bytes], rep: int, timeout_s: float
+) -> dict[str, Any]:
+    """One run of the case's bound for ``kind`` (Case.bounds) on a fresh target."""
+    target = await case.create(_tag(case, kind, "bound", rep))
+    try:
+        if kind == "source":
+            await bounded(case.prefill(target, items, plan.batch), timeout_s)
+        run = await bounded(case.run_bound(kind, target, plan), timeout_s)
+        details = case.details(target)
+        if details:
+            run["details"] = details
+        return run
     finally:
         await case.drop(target)
 
@@ -135,7 +165,7 @@ async def _run_all(
     progress: Callable[[str], None],
 ) -> None:
     items = {name: payloads(plan) for name, plan in plans.items()}
-    total = len(cases) * len(KINDS) * 2 * repeat
+    total = sum(len(KINDS) * 2 + len(case.bounds) for case in cases) * repeat
     done = 0
     try:
         for rep in range(repeat):
@@ -169,9 +199,46 @@ async def _run_all(
                         run["probe_ns"] = probe
                         row.runs[impl].append(run)
                         progress(f"{label}  {_fmt_rate(run['rate'])} records/s")
+                    if kind in case.bounds:
+                        done += 1
+                        if row.status == "ok":
+                            await _bound_once(case, kind, row, plans[case.name],
+                                              items[case.name], rep, repeat, done, total,
+                                              timeout_s, progress)  # fmt: skip
     finally:
         for case in cases:
             await case.close()
+
+
+async def _bound_once(
+    case: Case,
+    kind: Kind,
+    row: Row,
+    plan: Plan,
+    items: list[bytes],
+    rep: int,
+    repeat: int,
+    done: int,
+    total: int,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Run the bound of ``row`` once; a failure fails the row, like ours or the hand loop's."""
+    label = f"[{done:>2}/{total}] {case.name:<9} {kind:<6} {'bound':<5} run {rep + 1}/{repeat}"
+    probe = _speed_probe_ns()
+    try:
+        run = await _run_bound(case, kind, plan, items, rep, timeout_s)
+    except (BenchFailure, AdapterError) as exc:
+        row.status, row.detail = "failed", f"bound: {exc}"
+        progress(f"{label}  FAILED: {exc}")
+        return
+    except Exception as exc:  # a client-library error: one line, not a trace
+        row.status, row.detail = "failed", f"bound: {type(exc).__name__}: {exc}"
+        progress(f"{label}  FAILED: {row.detail}")
+        return
+    run["probe_ns"] = probe
+    row.bound_runs.append(run)
+    progress(f"{label}  {_fmt_rate(run['rate'])} records/s")
 
 
 def plan_for(case: Case, records: int | None, size: int, batch: int, quick: bool) -> Plan:
@@ -209,6 +276,7 @@ def run_benchmark(
             else:
                 row.ours_what = getattr(loaded, f"ours_{kind}")
                 row.hand_what = getattr(loaded, f"hand_{kind}")
+                row.bound_what = loaded.bounds.get(kind, "")
                 row.records = plan_for(loaded, records, size, batch, quick).records
         if isinstance(loaded, str):
             progress(f"{name}: skipped ({loaded})")
@@ -255,6 +323,16 @@ def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
             doc["cpu_ratio"] = hand_cpu / ours_cpu
             doc["target"] = TARGET
             doc["target_met"] = doc["ratio"] >= TARGET
+            if row.bound_runs:
+                bound = statistics.median(r["rate"] for r in row.bound_runs)
+                doc["bound"] = {
+                    "what": row.bound_what,
+                    "runs": row.bound_runs,
+                    "median": bound,
+                    "cpu_us": statistics.median(r["cpu_us_per_record"] for r in row.bound_runs),
+                    "ours_share": doc["ours_median"] / bound,
+                    "hand_share": doc["hand_median"] / bound,
+                }
         out.append(doc)
     return out
 
@@ -281,6 +359,13 @@ def _table(
             f"  {r['ratio']:>8.2f}x  {'met' if r['target_met'] else 'MISSED':<8}"
             f"  {r['hand_cpu_us']:>7.1f}  {r['ours_cpu_us']:>7.1f}  {r['cpu_ratio']:>8.2f}x"
         )
+        bound = r.get("bound")
+        if bound:
+            lines.append(
+                f"{'':<17}bound  {_fmt_rate(bound['median']):>9}  (ours at"
+                f" {bound['ours_share']:.2f}x of it, hand at {bound['hand_share']:.2f}x;"
+                f" {bound['cpu_us']:.1f} us CPU a record)"
+            )
     notes = [
         "Rates are records/s, median over the runs; ours/hand is median over median and the"
         f" target is ours >= {TARGET:.2f} of the hand-written loop. Ours and the hand-written"
@@ -308,12 +393,35 @@ def _table(
                         subsequent_indent="      ",
                     )
                 )
+            if r.get("bound"):
+                lines.extend(
+                    textwrap.wrap(
+                        f"{r['adapter']} {r['kind']}: bound = {r['bound']['what']}",
+                        100,
+                        initial_indent="  ",
+                        subsequent_indent="      ",
+                    )
+                )
     return "\n".join(lines)
 
 
 def _versions(names: Sequence[str]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for dist in ("byteor", "redis", "aiokafka", "nats-py", "aio-pika"):
+    for dist in (
+        "byteor",
+        "redis",
+        "aiokafka",
+        "nats-py",
+        "aio-pika",
+        "httpx",
+        "uvicorn",
+        "starlette",
+        "websockets",
+        "grpcio",
+        "protobuf",
+        "aioboto3",
+        "asyncpg",
+    ):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
