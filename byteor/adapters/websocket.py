@@ -69,7 +69,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -104,7 +104,15 @@ from byteor.adapters._jsonrecord import (
     record_object,
 )
 from byteor.adapters._listen import bound_socket
-from byteor.adapters._record import Ack, OutRecord, Record
+from byteor.adapters._record import (
+    Ack,
+    LazyAckRecord,
+    OutRecord,
+    Record,
+    RecordRow,
+    Settler,
+    make_records,
+)
 from byteor.spec import Delivery
 
 __all__ = [
@@ -217,6 +225,37 @@ class _EntryAck(Ack):
 
     def settled(self, ok: bool) -> None:
         self._src._settle(self._conn, self._rid, self._epoch, ok)
+
+
+class _Taken(Settler):
+    """The records of one connection handed out by one ``next_batch``: their
+    acknowledgement, one object for all of them. ``ack_all`` / ``nack_all`` queue a batch's
+    ids for the connection's next frame at once; reading a record's ``ack`` makes its
+    :class:`_EntryAck`. ``seqs`` and ``rids`` are the records' sequence numbers (their
+    ``position``) and client ids, in the order handed out."""
+
+    __slots__ = ("_src", "_conn", "_epoch", "seqs", "rids", "_where")
+
+    def __init__(self, src: WebSocketSource, conn: _Conn, epoch: int) -> None:
+        self._src, self._conn, self._epoch = src, conn, epoch
+        self.seqs: list[int] = []
+        self.rids: list[str] = []
+        self._where: dict[int, str] | None = None  # sequence -> id, made when first needed
+
+    def _rid(self, record: Record) -> str:
+        where = self._where
+        if where is None:
+            where = self._where = dict(zip(self.seqs, self.rids, strict=True))
+        return where[cast(int, record.position)]
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        return _EntryAck(self._src, self._conn, self._rid(record), self._epoch)
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
+        # All of them (each record comes once, so as many as there are means all): the ids
+        # as handed out; else each record's own.
+        rids = self.rids if len(records) == len(self.rids) else [self._rid(r) for r in records]
+        self._src._settle_all(self._conn, rids, self._epoch, ok)
 
 
 class _Refused(ValueError):
@@ -387,14 +426,20 @@ class WebSocketSource(Source):
     # -- handing out
 
     def _take(self, max_records: int) -> list[Record]:
-        out: list[Record] = []
+        """Up to ``max_records`` records: one object each (a LazyAckRecord), a
+        :class:`_Taken` per connection standing in for their handles."""
+        rows: list[RecordRow] = []
         queue, epoch = self._queue, self._epoch
-        while len(out) < max_records and queue:
+        last: _Conn | None = None
+        taken: _Taken | None = None
+        for _ in range(min(max_records, len(queue))):
             rec, seq, conn, rid = queue.popleft()
-            out.append(
-                Record(rec.payload, rec.key, rec.headers, seq, _EntryAck(self, conn, rid, epoch))
-            )
-        return out
+            if conn is not last or taken is None:
+                last, taken = conn, _Taken(self, conn, epoch)
+            taken.seqs.append(seq)
+            taken.rids.append(rid)
+            rows.append((rec.payload, rec.key, rec.headers, seq, taken))
+        return make_records(rows, LazyAckRecord)
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         if self._server is None or self._closing:
@@ -433,6 +478,15 @@ class WebSocketSource(Source):
         self._used -= 1
         if conn.open:
             (conn.acks if ok else conn.nacks).append(rid)
+            conn.wake.set()
+
+    def _settle_all(self, conn: _Conn, rids: list[str], epoch: int, ok: bool) -> None:
+        """:meth:`_settle` of each id, in order, at once."""
+        if epoch != self._epoch:
+            return
+        self._used -= len(rids)
+        if conn.open:
+            (conn.acks if ok else conn.nacks).extend(rids)
             conn.wake.set()
 
     # -- the connections

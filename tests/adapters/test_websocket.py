@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from byteor.adapters import (
+    AckError,
     AdapterAuthError,
     AdapterConfigError,
     AdapterError,
@@ -29,7 +30,9 @@ from byteor.adapters import (
     Record,
     Sink,
     Source,
+    ack_all,
     load_adapter,
+    nack_all,
 )
 from byteor.adapters.websocket import (
     PROTOCOL,
@@ -220,6 +223,30 @@ async def test_ack_frames_follow_downstream_settlement_record_by_record(source: 
         assert await frame(ws) == {"ack": ["a"]}
     s = src.statistics()
     assert (s.admitted, s.acked, s.nacked, s.refused, s.used) == (4, 3, 1, 1, 0)
+
+
+async def test_batches_settle_without_handles_across_two_connections(source: Any) -> None:
+    """ack_all / nack_all settle a batch without a handle per record (one object a record):
+    each connection gets one frame of its ids, as its records' ack() / nack() would send;
+    settling twice is refused."""
+    src = await source()
+    async with raw(src.url) as one, raw(src.url) as two:
+        await one.send(json.dumps([{"id": f"a{i}", "payload": "x"} for i in range(3)]))
+        await until(lambda: src.statistics().queued == 3, "the first message admitted")
+        await two.send(json.dumps([{"id": f"b{i}", "payload": "y"} for i in range(3)]))
+        got = await take(src, 6)
+        assert [r.position for r in got] == [0, 1, 2, 3, 4, 5]
+        await got[4].ack.ack()  # a handle made for this one; the rest settle as batches
+        await ack_all([got[0], got[2], got[3]])
+        await nack_all([got[1], got[5]])
+        with pytest.raises(AckError):
+            await ack_all(got[:1])
+        assert [await frame(one), await frame(one)] == [{"nack": ["a1"]}, {"ack": ["a0", "a2"]}]
+        assert [await frame(two), await frame(two)] == [
+            {"nack": ["b2"]},
+            {"ack": ["b1", "b0"]},
+        ]
+    assert src.statistics().used == 0
 
 
 async def test_sink_sends_ids_and_idempotency_keys_and_resends_a_nack_unchanged() -> None:
