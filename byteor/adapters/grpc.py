@@ -513,14 +513,14 @@ class GrpcSource(Source):
             stream, msg = queue.popleft()
             if stream.dead:
                 continue
-            if stream is not last:
+            if stream is not last or taken is None:
                 last, taken = stream, _Taken(stream)
-            assert taken is not None
+            headers = msg.headers  # _key and _headers inline: ~0.2 us a record less
             rows.append(
                 (
                     msg.payload,
-                    _key(msg),
-                    _headers(msg),
+                    msg.key if msg.HasField("key") else None,
+                    tuple((h.name, h.value) for h in headers) if headers else (),
                     position(GrpcPosition, (stream.number, msg.id)),
                     taken,
                 )
