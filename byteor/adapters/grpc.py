@@ -639,22 +639,24 @@ class GrpcSource(Source):
                 f"a request message is not a valid {SERVICE.rpartition('.')[0]}.PublishRequest "
                 f"({len(raw)} bytes: {exc}); nothing of it was taken",
             )
+        msgs = list(req.records)  # one wrapper per record, made once (not once a pass)
+        ids = [m.id for m in msgs]
         last = stream.last_id
-        for msg in req.records:
-            if msg.id <= last:
+        for rid in ids:
+            if rid <= last:
                 return (
                     _Code.INVALID_ARGUMENT,
-                    f"record ids must increase on a stream and start above 0: got {msg.id} "
+                    f"record ids must increase on a stream and start above 0: got {rid} "
                     f"after {last}; nothing of that message was taken",
                 )
-            last = msg.id
-        n = len(req.records)
+            last = rid
+        n = len(msgs)
         if n == 0:
             return None
         stream.last_id = last
-        stream.window.extend(m.id for m in req.records)
+        stream.window.extend(ids)
         stream.outstanding += n
-        self._queue.extend((stream, m) for m in req.records)
+        self._queue.extend(zip(itertools.repeat(stream, n), msgs, strict=True))
         self._changed.set()
         return None
 
