@@ -699,9 +699,9 @@ class HttpSource(Source):
         if n and (self._paused or self._used + n > self._capacity):
             return self._busy()
         req = _Request(n) if self._respond == "confirmed" and n else None
-        for i, rec in enumerate(records):
-            self._queue.append((rec, self._seq, req, i))
-            self._seq += 1
+        seq = self._seq
+        self._queue.extend((rec, seq + i, req, i) for i, rec in enumerate(records))
+        self._seq = seq + n
         self._used += n
         self._peak = max(self._peak, self._used)
         self._admitted += n
