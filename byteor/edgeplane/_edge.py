@@ -3,7 +3,10 @@
 Theory of operation
 -------------------
 **Stamps.** Every record on every lane of an EdgePlane run is framed as an 8-byte
-little-endian *low stamp* followed by its payload. The edge-in process stamps each record it
+little-endian *low stamp*, its key and headers when it has them, and its payload
+(:mod:`byteor.edgeplane._frame`: a record with neither costs the stamp alone). The edge-in
+takes key and headers from the source's records, the edge-out gives them to the sink's
+:class:`~byteor.adapters.OutRecord`. The edge-in process stamps each record it
 admits with its ingress sequence (its position in the ingress lane: sequences start at 0 with
 the lanes, and every admitted record is published, in order). Stages stamp their outputs
 (:mod:`byteor.edgeplane._stages`), so a stamp on any lane is the lowest ingress sequence the
@@ -58,7 +61,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +77,15 @@ from byteor.adapters import (
     Sink,
     Source,
     ack_all,
+)
+from byteor.edgeplane._frame import (
+    STAMP,
+    STAMP_BYTES,
+    STAMP_MASK,
+    any_tagged,
+    frame,
+    out_record,
+    payload_of,
 )
 from byteor.edgeplane._status import (
     CONNECTED,
@@ -123,8 +134,6 @@ __all__ = [
 
 log = logging.getLogger("byteor.edgeplane.edge")
 
-STAMP: Final = struct.Struct("<Q")
-STAMP_BYTES: Final = STAMP.size
 #: Adapters the edge processes run from ``byteor.exec``'s local sources and sinks.
 LOCAL_ADAPTERS: Final = frozenset({"file", "stdin", "stdout", "generator"})
 #: Retrying a sink's failed write (retriable errors only): forever, at most 5 s apart; a sink
@@ -509,22 +518,30 @@ class EdgeIn:
             want = min(self.batch, room)
             before = self.acked
             t0 = time.monotonic_ns()  # a local source's read is work (a generator's), not waiting
+            records: list[Record] | None = None
             if local is not None:
                 payloads = await local.next_payloads(want, _READ_WAIT_S)
-                records: list[Record] | None = None
+                n = len(payloads)
             else:
                 records = await source.next_batch(want, _READ_WAIT_S)
-                payloads = [r.payload for r in records]
+                n = len(records)
             # Acknowledgements settled before this read went upstream with it (or sooner).
             self.committed = max(self.committed, before)
             row.set(W_COMMITTED, self.committed)
-            if not payloads:
+            if not n:
                 continue
             if local is None:
                 t0 = time.monotonic_ns()
             first = self.admitted
-            frames = [stamp(first + i) + p for i, p in enumerate(payloads)]
-            n = len(frames)
+            if records is None:
+                frames = [stamp(first + i) + p for i, p in enumerate(payloads)]
+            else:  # key and headers ride along when a record has them (_frame)
+                frames = [
+                    stamp(first + i) + r.payload
+                    if r.key is None and not r.headers
+                    else self._frame(first + i, r)
+                    for i, r in enumerate(records)
+                ]
             self.admitted = first + n
             if records is not None and self.needs_ack:
                 self.pending.add(first, records)
@@ -532,22 +549,30 @@ class EdgeIn:
             try:
                 sent = _publish_now(self.tx, frames)
             except MessageTooLarge:
-                raise self._too_large(payloads) from None
+                raise self._too_large(frames) from None
             self._busy_ns += time.monotonic_ns() - t0
             if sent < n:
-                await self._publish_paused(frames[sent:], payloads)
+                await self._publish_paused(frames[sent:])
             self._commit_counters()
         self.tx.close()  # the stages drain what is in flight and close their lanes
         self._reading_done = True
 
-    def _too_large(self, payloads: Sequence[bytes]) -> EdgeFailed:
-        longest = max(map(len, payloads))
+    def _frame(self, stamp: int, record: Record) -> bytes:
+        try:
+            return frame(stamp, record.payload, record.key, record.headers)
+        except ValueError as exc:
+            raise EdgeFailed(f"source {self.name!r} ({self.adapter}): {exc}") from None
+
+    def _too_large(self, frames: Sequence[bytes]) -> EdgeFailed:
+        longest = max(map(len, frames)) - STAMP_BYTES
+        tagged = " with its key and headers" if any_tagged(frames) else ""
         return EdgeFailed(
-            f"source {self.name!r} ({self.adapter}) read a record of {longest} bytes, more than "
-            "its lane's slot_bytes: raise message_bytes (plan) or the lane's slot_bytes (spec)"
+            f"source {self.name!r} ({self.adapter}) read a record of {longest} bytes{tagged}, "
+            "more than its lane's slot_bytes: raise message_bytes (plan) or the lane's "
+            "slot_bytes (spec)"
         )
 
-    async def _publish_paused(self, rest: list[bytes], payloads: Sequence[bytes]) -> None:
+    async def _publish_paused(self, rest: list[bytes]) -> None:
         """The ingress lane is full: pause the source until it has taken ``rest``."""
         self.source.pause()
         self.pauses += 1
@@ -556,7 +581,7 @@ class EdgeIn:
         try:
             await self.tx.send_batch_async(rest)
         except MessageTooLarge:
-            raise self._too_large(payloads) from None
+            raise self._too_large(rest) from None
         finally:
             self.row.flag(PAUSED, False)
             self.source.resume()
@@ -690,11 +715,17 @@ class EdgeOut:
             except LaneClosed:
                 break
             t0 = time.monotonic_ns()
-            (last,) = unpack(frames[-1])
+            last = unpack(frames[-1])[0] & STAMP_MASK
             n = len(frames)
             self.taken += n
+            tagged = any_tagged(frames)
             if local is not None:  # the views go straight into one write: no copy per record
-                local.write_payloads([f[STAMP_BYTES:] for f in frames])
+                if tagged:  # a file holds payloads: keys and headers stop here
+                    local.write_payloads([payload_of(f) for f in frames])
+                else:
+                    local.write_payloads([f[STAMP_BYTES:] for f in frames])
+            elif tagged:
+                await self._write([out_record(f) for f in frames])
             else:
                 await self._write([OutRecord(bytes(f[STAMP_BYTES:])) for f in frames])
             rx.release()  # the system has them: give the lane back, then say so

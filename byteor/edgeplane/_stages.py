@@ -1,21 +1,35 @@
-"""Stages under EdgePlane: the executors' node code, with low stamps carried through.
+"""Stages under EdgePlane: the executors' node code, with low stamps, keys and headers carried.
 
 Theory of operation
 -------------------
 A stage worker runs the very node code of LaneGraph MP (``byteor.exec``: reading with
 explicit release, merges, error policies, counters rows, the idle backoff), over lanes whose
-records are framed with an 8-byte stamp (:mod:`byteor.edgeplane._edge`). Two wrappers add
-the stamps without touching that code, so the executors that do not stamp pay nothing:
+records are framed with a stamp, and a key and headers when they have them
+(:mod:`byteor.edgeplane._frame`). Two wrappers add what EdgePlane needs without touching
+that code, so the executors that do not frame records pay nothing:
 
-* :class:`StampedStage` wraps the op. It strips the stamps off a batch, steps the op on the
-  payloads, and stamps every output of the batch with the stamp of the batch's first input
-  (the op's outputs are not mapped to its inputs, and the first input's stamp is the lowest:
-  stamps never decrease along a lane). Failed records keep their frame, so a record routed
-  to an error lane keeps its stamp.
+* :class:`StampedStage` wraps the op. It takes the frames off a batch, steps the op on the
+  payloads (an op sees payloads, as everywhere else), and frames every output of the batch
+  with the stamp of the batch's first input (the op's outputs are not mapped to its inputs,
+  and the first input's stamp is the lowest: stamps never decrease along a lane). Failed
+  records keep their frame, so a record routed to an error lane keeps its stamp, key and
+  headers.
 * :class:`StampRow` wraps the node's counters row. The node commits (gives its input back)
   only when everything it made of it is published, then writes its row: that is when the
   wrapper stores ``released`` = 1 + the stamp of the last input taken, which is now the last
   given back.
+
+**Keys and headers.** An output takes the key and headers of the input it came from. A batch
+in which no record has either (the common case: one C-level pass over the frames' flag
+bytes tells) is stepped whole, as before keys travelled. Otherwise the batch is stepped in
+runs of consecutive records with the same key and headers, each run's outputs framed with
+them: a 1:1 op, a filter and a splitter (several outputs for one input) all pass them on.
+``key_by`` with a ``field`` or an ``fn`` is stepped record by record and *sets* each
+output's key to the key it routed by (a string as UTF-8, an integer in decimal, another JSON
+value as canonical JSON, bytes as they are); the headers stay. With neither it routes by the
+whole record and leaves the key as it was. An op that holds records back (below) is stepped
+record by record: what it emits takes the key and headers of the first record it took since
+it last emitted (for ``batch``: the first record of the batch).
 
 An op that holds records back across batches (the built-in ``batch``, or any op class with
 a ``finish()``: it may emit at the end what it kept) is assumed to emit what it holds in
@@ -32,14 +46,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from byteor.edgeplane._edge import STAMP, STAMP_BYTES
+from byteor.edgeplane._frame import (
+    STAMP,
+    STAMP_BYTES,
+    STAMP_MASK,
+    any_tagged,
+    join,
+    split,
+    with_key,
+)
 from byteor.edgeplane._status import W_HELD, W_RELEASED, StatusRow
-from byteor.exec._ops import Batch
+from byteor.exec._ops import Batch, KeyBy
 from byteor.exec._stage import ObjectStage
-from byteor.kernel import BatchResult, Emit, Stage, StageError, StepResult
+from byteor.kernel import BatchResult, Emit, RecordFailure, Stage, StageError, StepResult
 from byteor.lanes import RowWriter
+from byteor.lanes.router import KeyLike, route_of
 
-__all__ = ["StampedStage", "StampRow", "op_holds"]
+__all__ = ["StampedStage", "StampRow", "op_holds", "sets_key", "key_text"]
 
 _UNPACK: Final = STAMP.unpack_from
 
@@ -60,6 +83,24 @@ def op_holds(stage: Stage) -> bool:
     return isinstance(stage, ObjectStage) and stage._finish is not None
 
 
+def sets_key(stage: Stage) -> KeyBy | None:
+    """The ``key_by`` op whose key becomes its outputs' key: one with a ``field`` or an
+    ``fn`` (one keyed by the whole record routes by it and leaves the key alone)."""
+    if isinstance(stage, KeyBy) and (stage._field is not None or stage._fn is not None):
+        return stage
+    return None
+
+
+def key_text(key: KeyLike) -> bytes:
+    """A routing key as a record's key: bytes as they are, text as UTF-8, an integer in
+    decimal (the JSON value it came from)."""
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, int):
+        return str(key).encode("ascii")
+    return bytes(key)
+
+
 class StampedStage:
     """An op that reads and writes stamped records (see the module docstring).
 
@@ -76,6 +117,10 @@ class StampedStage:
         self.last: int | None = None  # the stamp of the last input taken
         self.hold: int | None = None  # the lowest stamp the op may hold (holding ops)
         self.finished = False
+        self._key_by = sets_key(inner)
+        # Holding ops: the tag (key and headers) of the first record taken since the op
+        # last emitted; None: none taken since.
+        self._hold_tag: bytes | None = None
 
     @property
     def outputs(self) -> int:
@@ -88,20 +133,87 @@ class StampedStage:
         return Emit(tuple(tuple(port) for port in result.ports))
 
     def step_batch(self, records: Sequence[bytes]) -> BatchResult:
-        (first,) = _UNPACK(records[0])
-        (self.last,) = _UNPACK(records[-1])
-        result = self.inner.step_batch([r[STAMP_BYTES:] for r in records])
+        first = _UNPACK(records[0])[0] & STAMP_MASK
+        self.last = _UNPACK(records[-1])[0] & STAMP_MASK
         stamp = first
         if self.holds:
             if self.hold is None:  # it may hold some of these now: say so before release
                 self.hold = first
                 self.row.set(W_HELD, first + 1)
             stamp = self.hold
+            result = self._step_holding(records, stamp)
             if result.count:
                 self.hold = first  # published by StampRow.commit, once the outputs are out
+            return result
+        if self._key_by is not None:
+            return self._step_key_by(records, stamp)
+        if any_tagged(records):
+            return self._step_runs(records, stamp)
+        result = self.inner.step_batch([r[STAMP_BYTES:] for r in records])
         if result.count:
             prefix = STAMP.pack(stamp)
             result.ports = [[prefix + r for r in port] if port else port for port in result.ports]
+        return result
+
+    def _step_runs(self, records: Sequence[bytes], stamp: int) -> BatchResult:
+        """A batch with keys or headers: each run of records sharing them, stepped as one."""
+        result = BatchResult.empty(self.inner.outputs)
+        ports, failures = result.ports, result.failures
+        parts = [split(r) for r in records]
+        n = len(parts)
+        i = 0
+        while i < n:
+            tag = parts[i][0]
+            j = i + 1
+            while j < n and parts[j][0] == tag:
+                j += 1
+            sub = self.inner.step_batch([p for _, p in parts[i:j]])
+            failures += [RecordFailure(i + f.index, f.error) for f in sub.failures]
+            if sub.count:
+                head = join(stamp, tag, b"")
+                for port, got in zip(ports, sub.ports, strict=True):
+                    port += [head + r for r in got]
+            i = j
+        return result
+
+    def _step_key_by(self, records: Sequence[bytes], stamp: int) -> BatchResult:
+        """``key_by``: each record to the port of its key, with that key as its key."""
+        op = self._key_by
+        assert op is not None
+        outputs = op.outputs
+        result = BatchResult.empty(outputs)
+        ports, failures = result.ports, result.failures
+        for i, record in enumerate(records):
+            tag, payload = split(record)
+            key = op.key(payload)
+            if isinstance(key, StageError):
+                failures.append(RecordFailure(i, key))
+                continue
+            ports[route_of(key, outputs)].append(join(stamp, with_key(tag, key_text(key)), payload))
+        return result
+
+    def _step_holding(self, records: Sequence[bytes], stamp: int) -> BatchResult:
+        """An op that holds records: record by record, so that what it emits takes the key
+        and headers of the first record it took since it last emitted."""
+        inner = self.inner
+        result = BatchResult.empty(inner.outputs)
+        ports, failures = result.ports, result.failures
+        for i, record in enumerate(records):
+            tag, payload = split(record)
+            fresh = self._hold_tag is None
+            if fresh:
+                self._hold_tag = tag
+            out = inner.step(payload)
+            if isinstance(out, StageError):
+                failures.append(RecordFailure(i, out))
+                if fresh:
+                    self._hold_tag = None
+                continue
+            if out.count:
+                head = join(stamp, self._hold_tag or b"", b"")
+                for port, got in zip(ports, out.ports, strict=True):
+                    port += [head + r for r in got]
+                self._hold_tag = None
         return result
 
     def finish(self) -> Emit:
@@ -110,8 +222,9 @@ class StampedStage:
         if not emit.count:
             return emit
         stamp = self.hold if self.hold is not None else (self.last or 0)
-        prefix = STAMP.pack(stamp)
-        return Emit(tuple(tuple(prefix + r for r in port) for port in emit.ports))
+        head = join(stamp, self._hold_tag or b"", b"")
+        self._hold_tag = None
+        return Emit(tuple(tuple(head + r for r in port) for port in emit.ports))
 
     def counters(self) -> dict[str, int]:
         extra = getattr(self.inner, "counters", None)
