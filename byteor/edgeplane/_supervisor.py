@@ -127,6 +127,7 @@ log = logging.getLogger("byteor.edgeplane")
 
 Role = Literal["edge-in", "stages", "edge-out"]
 _WAIT_S = 0.25  # the supervisor's longest wait between two looks at its run
+_RECOVERY_WAIT_S = 0.01  # ... while a restarted plane is not running yet (its recovery time)
 
 
 def shape_findings(spec: PipelineSpecV1) -> list[Finding]:
@@ -889,9 +890,11 @@ class DataPlane:
                         f"(--drain-timeout): stopped at once; {self._unacked()} record(s) were "
                         "not acknowledged and stay upstream, to be delivered again"
                     )
-            self._wait(gen, stop, _WAIT_S)
+            recovering = self._recovering_since is not None
+            self._wait(gen, stop, _RECOVERY_WAIT_S if recovering else _WAIT_S)
             failed = self._check(gen)
             if failed is not None:
+                self._recovered()  # it may have been running again before this failure
                 self._failure(failed, draining=draining_since is not None, stop=stop)
                 continue
             if all(c.message is not None and c.proc.exitcode == 0 for c in gen.children):

@@ -83,7 +83,7 @@ def test_kill_9_of_each_process_loses_nothing_and_counts_duplicates(
         # batch in each process's hands; three crashes.
         window = 2 * (2 * capacity) + 4 * 64
         assert summary["duplicates"] <= 3 * window
-        assert len(summary["recovery_s"]) == 3
+        assert len(summary["recovery_s"]) == 3, err
         assert "was killed by SIGKILL; restarting the data plane (3 of 5)" in err
     finally:
         client.delete(stream_in, stream_out)
