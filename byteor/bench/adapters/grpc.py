@@ -242,7 +242,7 @@ class _HandSink(SinkSide[list[bytes]]):
 class GrpcCase(ServedCase):
     name = "grpc"
     client = "grpcio"
-    records = 100_000
+    records = 250_000
     peer_entry = "byteor.bench.adapters.grpc:GrpcPeer"
     ours_source = (
         "GrpcSource next_batch + ack_all(batch) (acked_through on the response stream);"

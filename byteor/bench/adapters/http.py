@@ -257,7 +257,7 @@ class _HandSink(SinkSide[list[bytes]]):
 class HttpCase(ServedCase):
     name = "http"
     client = "httpx"
-    records = 50_000
+    records = 100_000
     peer_entry = "byteor.bench.adapters.http:HttpPeer"
     ours_source = (
         "HttpSource (Starlette on uvicorn, 202 on admission) next_batch + ack_all(batch);"

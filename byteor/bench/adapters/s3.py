@@ -286,7 +286,7 @@ class S3Case(Case):
     name = "s3"
     client = "aioboto3"
     address = "127.0.0.1:5000"
-    records = 40_000
+    records = 50_000
     ours_source = (
         "S3Source.next_batch + ack_all(batch) (GETs 4 ahead, checkpoint object written with"
         " the next read)"

@@ -273,7 +273,7 @@ class _HandSink(SinkSide[list[bytes]]):
 class WebSocketCase(ServedCase):
     name = "websocket"
     client = "websockets"
-    records = 40_000
+    records = 150_000
     peer_entry = "byteor.bench.adapters.websocket:WebSocketPeer"
     ours_source = (
         "WebSocketSource next_batch + ack_all(batch) (ack frames from the connection's"

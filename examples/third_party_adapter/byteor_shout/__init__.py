@@ -17,9 +17,7 @@ __all__ = ["ShoutAdapter", "ShoutSink"]
 
 class ShoutSink(MemorySink):
     async def write_batch(self, records: Sequence[OutRecord]) -> None:
-        await super().write_batch(
-            [OutRecord(r.payload.upper(), r.key, r.headers) for r in records]
-        )
+        await super().write_batch([OutRecord(r.payload.upper(), r.key, r.headers) for r in records])
 
 
 class ShoutAdapter(MemoryAdapter):
