@@ -29,6 +29,14 @@ Why this shape:
 * Key and headers take room in the lane's slot along with the payload (the lane's
   ``slot_bytes`` bounds payload + metadata; a record that does not fit is refused where it
   enters the lane, with its size).
+
+Limits: a stamp runs 0 to 2**56-1 (a larger one would spill into the flags), a record has at
+most 65,535 headers, a header name at most 65,535 bytes of UTF-8 (:func:`frame` and
+:func:`join` raise :class:`ValueError` saying which). Reading a frame checks what it reads
+against the frame's length: a frame whose metadata runs past its end, does not add up or has
+unknown flags raises :class:`FrameError` (a ``ValueError``) naming its stamp and what is
+wrong, never a ``struct.error`` or a record made of the next bytes. Only a bug (or a process
+writing into the lanes) makes one; the edge-out stops with it, naming its lane.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from byteor.adapters import Headers, OutRecord
 __all__ = [
     "STAMP",
     "STAMP_BYTES",
+    "FrameError",
     "STAMP_MASK",
     "KEY",
     "HEADERS",
@@ -76,6 +85,43 @@ _U16: Final = struct.Struct("<H")
 _U32: Final = struct.Struct("<I")
 _META_AT: Final = STAMP_BYTES + _U32.size  # where the metadata starts (when there is some)
 _MAX_U16: Final = 0xFFFF
+_KNOWN: Final = KEY | HEADERS
+
+
+class FrameError(ValueError):
+    """A frame read off a lane is not one :func:`frame` makes (see the module docstring)."""
+
+
+def _stamp_word(stamp: int, flags: int) -> bytes:
+    if not 0 <= stamp <= STAMP_MASK:
+        raise ValueError(f"stamp {stamp} is out of range: stamps run 0 to 2**56-1")
+    return STAMP.pack(stamp | flags << 56)
+
+
+def _corrupt(record: bytes | memoryview, what: str) -> FrameError:
+    stamp = STAMP.unpack_from(record)[0] & STAMP_MASK if len(record) >= STAMP_BYTES else None
+    return FrameError(f"corrupt frame at stamp {stamp} ({len(record)} bytes): {what}")
+
+
+def _meta_end(record: bytes | memoryview) -> int:
+    """Where a tagged frame's metadata ends (its payload starts), checked against its length."""
+    flags = record[FLAGS_AT]
+    if flags & ~_KNOWN:
+        raise _corrupt(
+            record, f"unknown flags 0x{flags:02x} (known: KEY 0x01, HEADERS 0x02); not a frame?"
+        )
+    if len(record) < _META_AT:
+        raise _corrupt(
+            record, f"{len(record)} bytes long, too short for the metadata size its flags announce"
+        )
+    (size,) = _U32.unpack_from(record, STAMP_BYTES)
+    end = _META_AT + int(size)
+    if end > len(record):
+        raise _corrupt(
+            record,
+            f"metadata of {size} bytes announced, only {len(record) - _META_AT} bytes follow",
+        )
+    return end
 
 
 def encode_tag(key: bytes | None, headers: Headers) -> bytes:
@@ -111,16 +157,20 @@ def encode_tag(key: bytes | None, headers: Headers) -> bytes:
 def frame(stamp: int, payload: bytes, key: bytes | None = None, headers: Headers = ()) -> bytes:
     """A record's frame (see the module docstring)."""
     if key is None and not headers:
-        return STAMP.pack(stamp) + payload
+        return _stamp_word(stamp, 0) + payload
     return join(stamp, encode_tag(key, headers), payload)
 
 
 def join(stamp: int, tag: bytes, payload: bytes | memoryview) -> bytes:
     """The frame of ``payload`` with ``stamp`` and a tag from :func:`split` (or
-    :func:`encode_tag`)."""
+    :func:`encode_tag`).
+
+    Raises:
+        ValueError: ``stamp`` is not in 0 .. 2**56-1.
+    """
     if not tag:
-        return STAMP.pack(stamp) + payload
-    return STAMP.pack(stamp | tag[0] << 56) + tag[1:] + payload
+        return _stamp_word(stamp, 0) + payload
+    return _stamp_word(stamp, tag[0]) + tag[1:] + payload
 
 
 def stamp_of(record: bytes | memoryview) -> int:
@@ -134,24 +184,21 @@ def tag(record: bytes | memoryview) -> bytes:
     headers."""
     if not record[FLAGS_AT]:
         return b""
-    (size,) = _U32.unpack_from(record, STAMP_BYTES)
-    return bytes(record[FLAGS_AT : _META_AT + size])
+    return bytes(record[FLAGS_AT : _meta_end(record)])
 
 
 def payload_at(record: bytes | memoryview) -> int:
     """Where a frame's payload starts."""
     if not record[FLAGS_AT]:
         return STAMP_BYTES
-    (size,) = _U32.unpack_from(record, STAMP_BYTES)
-    return _META_AT + int(size)
+    return _meta_end(record)
 
 
 def split(record: bytes) -> tuple[bytes, bytes]:
     """A frame's tag (``b""`` for none) and payload."""
     if not record[FLAGS_AT]:
         return b"", record[STAMP_BYTES:]
-    (size,) = _U32.unpack_from(record, STAMP_BYTES)
-    at = _META_AT + size
+    at = _meta_end(record)
     return record[FLAGS_AT:at], record[at:]
 
 
@@ -163,38 +210,63 @@ def payload_of(record: bytes | memoryview) -> bytes | memoryview:
 def _decode_meta(
     flags: int, meta: bytes | memoryview, at: int, end: int
 ) -> tuple[bytes | None, Headers]:
+    """The key and headers in ``meta[at:end]`` (``end`` within ``meta``)."""
     key: bytes | None = None
-    if flags & KEY:
-        (n,) = _U32.unpack_from(meta, at)
-        at += 4
-        key = bytes(meta[at : at + n])
-        at += n
-    if not flags & HEADERS:
-        return key, ()
-    (count,) = _U16.unpack_from(meta, at)
-    at += 2
-    headers: list[tuple[str, bytes]] = []
-    for _ in range(count):
-        (n,) = _U16.unpack_from(meta, at)
+    try:
+        if flags & KEY:
+            (n,) = _U32.unpack_from(meta, at)
+            at += 4
+            if at + n > end:
+                raise _corrupt(meta, _overrun(f"a key of {n} bytes", at, end))
+            key = bytes(meta[at : at + n])
+            at += n
+        if not flags & HEADERS:
+            if at != end:
+                raise _corrupt(meta, _overrun("the key", at, end))
+            return key, ()
+        (count,) = _U16.unpack_from(meta, at)
         at += 2
-        name = bytes(meta[at : at + n]).decode("utf-8")
-        at += n
-        (n,) = _U32.unpack_from(meta, at)
-        at += 4
-        headers.append((name, bytes(meta[at : at + n])))
-        at += n
+        headers: list[tuple[str, bytes]] = []
+        for i in range(count):
+            (n,) = _U16.unpack_from(meta, at)
+            at += 2
+            if at + n + 4 > end:
+                raise _corrupt(meta, _overrun(f"header {i}'s name of {n} bytes", at, end))
+            try:
+                name = bytes(meta[at : at + n]).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _corrupt(meta, f"header {i}'s name is not UTF-8 ({exc.reason})") from None
+            at += n
+            (n,) = _U32.unpack_from(meta, at)
+            at += 4
+            if at + n > end:
+                raise _corrupt(meta, _overrun(f"header {i}'s value of {n} bytes", at, end))
+            headers.append((name, bytes(meta[at : at + n])))
+            at += n
+    except struct.error:  # a size read past the metadata (it ends with the frame)
+        raise _corrupt(meta, _overrun("a size", at, end)) from None
     if at != end:
-        raise ValueError("a frame's metadata does not add up")
+        raise _corrupt(meta, _overrun(f"{count} header(s)", at, end))
     return key, tuple(headers)
 
 
+def _overrun(what: str, at: int, end: int) -> str:
+    return (
+        f"its metadata does not add up: {what} at byte {at} of a frame whose metadata ends "
+        f"at byte {end}"
+    )
+
+
 def out_record(record: bytes | memoryview) -> OutRecord:
-    """What a sink writes for a frame: payload, key and headers (copied out of the lane)."""
+    """What a sink writes for a frame: payload, key and headers (copied out of the lane).
+
+    Raises:
+        FrameError: the frame is corrupt (see the module docstring).
+    """
     flags = record[FLAGS_AT]
     if not flags:
         return OutRecord(bytes(record[STAMP_BYTES:]))
-    (size,) = _U32.unpack_from(record, STAMP_BYTES)
-    end = _META_AT + size
+    end = _meta_end(record)
     key, headers = _decode_meta(flags, record, _META_AT, end)
     return OutRecord(bytes(record[end:]), key, headers)
 
