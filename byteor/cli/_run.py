@@ -2,10 +2,11 @@
 
 ``--executor sp`` runs every node in this process over in-memory lanes; ``mp`` runs each
 ``process`` group of stages in a worker process over shared-memory lanes under a supervisor
-(sources, sinks and ``main`` stages in this process). ``auto`` (the default) picks ``mp`` when
-the spec places stages in more than one process, else ``sp``. ``ring`` runs a ``single_ring``
-spec over one SequencedSlots ring in shared memory, stages rewriting slots in place. All give
-the same output bytes.
+(sources, sinks and ``main`` stages in this process). ``ring`` runs a ``single_ring`` spec over
+one SequencedSlots ring in shared memory, stages rewriting slots in place. ``auto`` (the
+default) picks ``ring`` for a ``single_ring`` spec (the fastest target for a chain, see
+BENCHMARKS.md), else ``mp`` when the spec places stages in more than one process, else
+``sp``. All give the same output bytes.
 
 A plan is lowered first (``--target``, default ``auto``). The run ends when every source has
 ended; SIGINT or SIGTERM stop it gracefully (sources stop reading, what was admitted drains to
@@ -50,10 +51,10 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
-        help="run a spec or plan (LaneGraph SP or MP) and summarize",
-        description="Run a pipeline spec or plan with the LaneGraph executor, in this process "
-        "(sp) or one process per stage group (mp): deterministic, the same output bytes with "
-        "either executor and on every run. Local adapters "
+        help="run a spec or plan (SingleRing, LaneGraph SP or MP) and summarize",
+        description="Run a pipeline spec or plan with SingleRing (ring) or the LaneGraph "
+        "executor, in this process (sp) or one process per stage group (mp): deterministic, "
+        "the same output bytes with every executor and on every run. Local adapters "
         "only (file, stdin, generator, stdout). SIGINT/SIGTERM drain and exit 0; a second "
         "signal exits at once. Exit 0 ok, 1 findings or a failed run, 2 unreadable or "
         "unsupported.",
@@ -74,9 +75,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="auto",
         help="sp: every node in this process over in-memory lanes; mp: each stage "
         "`process` group in a worker process over /dev/shm lanes, watched by this process "
-        "(a worker that dies fails the run, exit 1, naming its stages); auto (default): mp "
-        "when the spec places stages in more than one process, else sp; ring: a single_ring "
-        "spec over one shared-memory SequencedSlots ring, stages rewriting slots in place",
+        "(a worker that dies fails the run, exit 1, naming its stages); ring: a single_ring "
+        "spec over one shared-memory SequencedSlots ring, stages rewriting slots in place; "
+        "auto (default): ring for a single_ring spec, else mp "
+        "when the spec places stages in more than one process, else sp",
     )
     p.add_argument(
         "--name",
@@ -230,7 +232,11 @@ def _run(args: argparse.Namespace) -> int:
     with _signals() as stop:
         try:
             executor = LaneGraphSP(spec, batch=args.batch, run_id=args.name)
-            if args.executor == "mp" or (
+            if args.executor == "ring" or (
+                args.executor == "auto" and spec.target == "single_ring"
+            ):
+                executor = SingleRing(spec, batch=args.batch, run_id=args.name)
+            elif args.executor == "mp" or (
                 args.executor == "auto" and len({n.process for n in executor.graph.nodes}) > 1
             ):
                 stall: float | None = DEFAULT_STALL_TIMEOUT
@@ -239,8 +245,6 @@ def _run(args: argparse.Namespace) -> int:
                 executor = LaneGraphMP(
                     spec, batch=args.batch, run_id=args.name, stall_timeout=stall
                 )
-            elif args.executor == "ring":
-                executor = SingleRing(spec, batch=args.batch, run_id=args.name)
             report = executor.run(stop)
         except (AdapterUnavailable, OpNotFound, StageConfigError) as exc:
             return _fail(as_json, summary_to, str(exc), EXIT_USAGE, base)

@@ -169,14 +169,15 @@ def test_ring_runs_a_single_ring_plan_with_the_same_bytes(
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN.format(out=out))
     hashes = {}
-    for executor in ("sp", "ring"):
+    for executor in ("sp", "ring", "auto"):
         argv = ["run", str(plan), "--json", "--target", "single_ring", "--executor", executor]
         code, doc, _ = run(capsys, *argv)
         assert code == 0 and doc["target"] == "single_ring" and 0 < doc["records_out"] < 2000
         assert doc["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
         hashes[executor] = doc["output_sha256"]
-        assert doc["executor"] == ("single_ring" if executor == "ring" else "lane_graph_sp")
-    assert hashes["sp"] == hashes["ring"]
+        # auto: a single_ring spec runs on the ring, the fastest target for a chain
+        assert doc["executor"] == ("lane_graph_sp" if executor == "sp" else "single_ring")
+    assert hashes["sp"] == hashes["ring"] == hashes["auto"]
     code, doc, err = run(
         capsys, "run", str(plan), "--json", "--executor", "ring", "--target", "lane_graph"
     )
