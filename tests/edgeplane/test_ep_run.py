@@ -78,7 +78,7 @@ def test_quickstart_runs_with_no_server_and_writes_what_byteor_run_writes(
     summary = json.loads(out)
     written = (tmp_path / "out" / "quickstart.ndjson").read_bytes()
     assert hashlib.sha256(written).hexdigest() == expected
-    assert summary["records_in"] == summary["acked"] == 200_000
+    assert summary["records_in"] == summary["acked"] == 1_000_000
     assert summary["records_out"] == written.count(b"\n")
     assert summary["restarts"] == summary["duplicates"] == 0
     assert not [f for f in os.listdir("/dev/shm") if run in f]  # nothing left behind
