@@ -39,9 +39,11 @@ environment section of ``--help`` (:func:`environment_help`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
+import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,8 +81,11 @@ __all__ = [
     "OPTIONS",
     "DEFAULT_METRICS_ADDR",
     "add_option_arguments",
+    "add_path_argument",
     "resolve_options",
     "environment_help",
+    "import_dirs",
+    "extend_import_path",
     "LoadedPipeline",
     "load_pipeline",
 ]
@@ -502,6 +507,8 @@ class EdgePlaneOptions:
         max_restarts: restarts allowed before the run fails anyway.
         progress: the progress line: ``auto`` (when stderr is a terminal), ``on``, ``off``.
         secret_env: variables whose values are secret whatever their names.
+        path: folders put first on ``sys.path`` (``--path``, ``EDGEPLANE_PATH``), as given;
+            the pipeline file's folder goes on it too (:func:`extend_import_path`).
     """
 
     name: str | None = None
@@ -513,6 +520,7 @@ class EdgePlaneOptions:
     max_restarts: int = 5
     progress: ProgressMode = "auto"
     secret_env: tuple[str, ...] = ()
+    path: tuple[str, ...] = ()
 
 
 class _Parse(Protocol):
@@ -580,6 +588,18 @@ def _names(text: str, where: str) -> object:
     if bad:
         raise OptionError(where, f"{where}: {bad[0]!r} is not a variable name")
     return names
+
+
+def _dirs(text: str, where: str) -> object:
+    dirs = tuple(d for d in text.split(os.pathsep) if d.strip())
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise OptionError(
+                where,
+                f"{where}: {d!r} is not a folder: give folders that hold the modules a "
+                f"pipeline names as module:function ({os.pathsep!r} between several)",
+            )
+    return dirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,6 +681,14 @@ OPTIONS: Final = (
         "more variables whose values are secret (comma-separated)",
         "none",
     ),
+    OptionDef(
+        "path",
+        "--path",
+        "EDGEPLANE_PATH",
+        _dirs,
+        f"more folders to import module:function from ({os.pathsep!r}-separated)",
+        "the file's folder",
+    ),
 )
 
 
@@ -695,6 +723,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                 help="VAR's value is secret: replaced by *** in logs, describe and errors "
                 "(repeat for several)",
             )
+        elif opt.dest == "path":
+            add_path_argument(parser)
         else:
             parser.add_argument(
                 opt.flag,
@@ -704,13 +734,41 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def add_path_argument(parser: argparse.ArgumentParser) -> None:
+    """``--path DIR`` (repeatable): more folders to import ``module:function`` from."""
+    parser.add_argument(
+        "--path",
+        dest="path",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="import module:function ops and adapters from DIR too, before installed "
+        "packages (repeat for several; env EDGEPLANE_PATH, os.pathsep-separated; the spec's "
+        "or plan's own folder is always searched, after them)",
+    )
+
+
+def import_dirs(flags: Iterable[str] | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``--path`` folders, then ``EDGEPLANE_PATH``'s (they add up), each checked.
+
+    Raises:
+        OptionError: a folder that does not exist.
+    """
+    dirs: list[str] = []
+    for item in flags or ():
+        dirs += _dirs(str(item), "--path")  # type: ignore[arg-type]
+    if env.get("EDGEPLANE_PATH", "").strip():
+        dirs += _dirs(env["EDGEPLANE_PATH"], "EDGEPLANE_PATH")  # type: ignore[arg-type]
+    return tuple(dict.fromkeys(dirs))
+
+
 def resolve_options(
     flags: argparse.Namespace | Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> EdgePlaneOptions:
     """The options of a run: a flag given wins over its ``EDGEPLANE_*`` variable, which wins
     over the default. ``--secret-env`` and ``EDGEPLANE_SECRET_ENV`` add up (a secret is never
-    dropped).
+    dropped), and so do ``--path`` and ``EDGEPLANE_PATH``.
 
     Args:
         flags: parsed arguments (:func:`add_option_arguments`) or a mapping of option field
@@ -736,6 +794,10 @@ def resolve_options(
                 names += _names(str(item), opt.flag)  # type: ignore[arg-type]
             values[opt.dest] = tuple(dict.fromkeys(names))
             continue
+        if opt.dest == "path":
+            flag_dirs = [raw] if isinstance(raw, str) else list(raw or ())
+            values[opt.dest] = import_dirs(flag_dirs, environ)
+            continue
         if raw is not None:
             flag = opt.flag.split("/")[0]
             values[opt.dest] = opt.parse(str(raw), flag)
@@ -758,6 +820,31 @@ def environment_help() -> str:
 
 
 # -- loading a pipeline -----------------------------------------------------------------------
+
+
+def extend_import_path(pipeline_path: str, dirs: Sequence[str] = ()) -> list[str]:
+    """Make the ``module:function`` names of a pipeline importable, in this process and the
+    children it forks (they inherit ``sys.path``): ``dirs`` (``--path``, ``EDGEPLANE_PATH``)
+    go first on ``sys.path``, in order, like ``PYTHONPATH``; the pipeline file's own folder
+    goes last, so a module beside the file is found without ever hiding an installed one
+    (a ``kafka.py`` next to the plan does not replace the client library). Folders already
+    on ``sys.path`` stay where they are. Returns the folders added.
+    """
+    have = {os.path.abspath(p or os.curdir) for p in sys.path}
+    added: list[str] = []
+    front = [os.path.abspath(d) for d in dirs]
+    for d in reversed(front):
+        if d not in have:
+            sys.path.insert(0, d)
+            have.add(d)
+            added.insert(0, d)
+    own = os.path.dirname(os.path.abspath(pipeline_path))
+    if own not in have:
+        sys.path.append(own)
+        added.append(own)
+    if added:
+        importlib.invalidate_caches()  # a finder may have listed a folder before its files
+    return added
 
 
 class _FindingLike(Protocol):

@@ -2,7 +2,9 @@
 
 The order of a run, and why:
 
-1. Options (flags > ``EDGEPLANE_*`` > defaults), then the pipeline file: interpolated,
+1. Options (flags > ``EDGEPLANE_*`` > defaults); ``--path`` folders and the pipeline
+   file's own folder go on ``sys.path`` (forked children inherit it), so the
+   ``module:function`` ops beside a plan import; then the pipeline file: interpolated,
    validated with its adapters' config schemas, a plan lowered (``_config.load_pipeline``),
    then EdgePlane's own shape checks (``EP1xx``). Nothing is created before all of it holds.
 2. Logging for the run (text or JSON lines, secrets redacted) and the progress line.
@@ -41,6 +43,7 @@ from byteor.edgeplane._config import (
     EdgePlaneOptions,
     LoadedPipeline,
     Redactor,
+    extend_import_path,
     load_pipeline,
     resolve_options,
 )
@@ -259,6 +262,7 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str] | None = None) 
             raise _Failed(str(exc), EXIT_USAGE) from None
         if args.batch < 1:
             raise _Failed("--batch must be >= 1", EXIT_USAGE)
+        extend_import_path(args.file, options.path)
         loaded = _load(args, options, environ)
         redactor = loaded.redactor
         spec = loaded.spec

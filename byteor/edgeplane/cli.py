@@ -26,11 +26,14 @@ from byteor.cli._output import CliError
 from byteor.edgeplane._config import (
     Redactor,
     add_option_arguments,
+    add_path_argument,
     collect_secrets,
     environment_help,
+    extend_import_path,
+    import_dirs,
     interpolate,
 )
-from byteor.edgeplane._errors import InterpolationError
+from byteor.edgeplane._errors import InterpolationError, OptionError
 from byteor.edgeplane._run import DEFAULT_BATCH, EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_command
 from byteor.edgeplane._supervisor import shape_findings
 from byteor.exec import build_graph
@@ -114,6 +117,7 @@ def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
     p.add_argument("file", help="spec or plan file")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     _secret_env(p)
+    add_path_argument(p)
     _target(p)
     _json(p)
     p.set_defaults(handler=_validate)
@@ -125,6 +129,7 @@ def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("file", help="spec or plan file")
     _secret_env(p)
+    add_path_argument(p)
     _target(p)
     _json(p)
     p.set_defaults(handler=_describe)
@@ -167,6 +172,10 @@ def _emit(args: argparse.Namespace, text: str, doc: Any, redactor: Redactor) -> 
 def _loaded(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Any, Redactor]:
     """The file through ``byteor.cli``'s loader after interpolation, adapters checked,
     EdgePlane's findings added; and the secrets to hide."""
+    try:
+        extend_import_path(args.file, import_dirs(getattr(args, "path", None), env))
+    except OptionError as exc:
+        raise _Usage(str(exc)) from None
     try:
         data = read_bytes(args.file)
     except CliError as exc:
