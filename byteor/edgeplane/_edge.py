@@ -65,7 +65,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from byteor.adapters import (
     Ack,
@@ -82,10 +82,12 @@ from byteor.edgeplane._frame import (
     STAMP,
     STAMP_BYTES,
     STAMP_MASK,
+    FrameError,
     any_tagged,
     frame,
     out_record,
     payload_of,
+    stamp_of,
 )
 from byteor.edgeplane._status import (
     CONNECTED,
@@ -133,6 +135,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("byteor.edgeplane.edge")
+_T = TypeVar("_T")
 
 #: Adapters the edge processes run from ``byteor.exec``'s local sources and sinks.
 LOCAL_ADAPTERS: Final = frozenset({"file", "stdin", "stdout", "generator"})
@@ -648,6 +651,15 @@ class EdgeIn:
 # -- edge-out -----------------------------------------------------------------------------------
 
 
+def _corrupt(record: memoryview | bytes, read: Callable[[memoryview | bytes], object]) -> bool:
+    """Whether ``read`` finds ``record`` corrupt."""
+    try:
+        read(record)
+    except FrameError:
+        return True
+    return False
+
+
 class EdgeOut:
     """Runs one sink: its lane into its adapter; gives the lane back only what was confirmed.
 
@@ -660,6 +672,7 @@ class EdgeOut:
         batch: most records one write takes.
         retry: the backoff between retries of a write that failed retriably.
         sleep: awaited between retries (tests pass a fake).
+        lane: its input lane's name (for messages).
     """
 
     def __init__(
@@ -675,11 +688,13 @@ class EdgeOut:
         retry: Backoff = SINK_RETRY,
         sleep: Callable[[float], Any] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        lane: str = "?",
     ) -> None:
         self.name = name
         self.adapter = adapter
         self.sink = sink
         self.rx = rx
+        self.lane = lane
         self.row = row
         self.counters = counters
         self.batch = batch
@@ -696,6 +711,7 @@ class EdgeOut:
 
         Raises:
             AdapterError: a write failed and may not be retried (``retriable`` false).
+            EdgeFailed: a corrupt frame on its lane (:class:`~byteor.edgeplane._frame.FrameError`).
         """
         await self.sink.start()
         self.row.flag(CONNECTED | STARTED, True)
@@ -721,11 +737,11 @@ class EdgeOut:
             tagged = any_tagged(frames)
             if local is not None:  # the views go straight into one write: no copy per record
                 if tagged:  # a file holds payloads: keys and headers stop here
-                    local.write_payloads([payload_of(f) for f in frames])
+                    local.write_payloads(self._unframe(frames, payload_of))
                 else:
                     local.write_payloads([f[STAMP_BYTES:] for f in frames])
             elif tagged:
-                await self._write([out_record(f) for f in frames])
+                await self._write(self._unframe(frames, out_record))
             else:
                 await self._write([OutRecord(bytes(f[STAMP_BYTES:])) for f in frames])
             rx.release()  # the system has them: give the lane back, then say so
@@ -737,6 +753,22 @@ class EdgeOut:
         await self.sink.stop()
         row.flag(ENDED, True)
         self._commit_counters()
+
+    def _unframe(
+        self, frames: Sequence[memoryview | bytes], read: Callable[[memoryview | bytes], _T]
+    ) -> list[_T]:
+        """``read`` of each frame; a corrupt frame stops the edge (:class:`EdgeFailed`)."""
+        try:
+            return [read(f) for f in frames]
+        except FrameError as exc:
+            at = next(i for i, f in enumerate(frames) if _corrupt(f, read))
+            raise EdgeFailed(
+                f"sink {self.name!r} ({self.adapter}) read a corrupt frame from lane "
+                f"{self.lane!r} (record {at + 1} of a batch of {len(frames)}, stamp "
+                f"{stamp_of(frames[at])}): {exc}. Nothing of the batch was written; lanes "
+                "hold only frames the data plane made, so this is a bug in EdgePlane or a "
+                "process writing into its segments: please report it with the log"
+            ) from None
 
     async def _write(self, records: list[OutRecord]) -> None:
         attempt = 0

@@ -602,6 +602,7 @@ class DataPlane:
             counters.writer(i),
             batch=self._batch(node),
             retry=self.config.sink_retry,
+            lane=lane,
         )
 
     def _stage_nodes(
