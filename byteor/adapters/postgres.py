@@ -471,17 +471,32 @@ def _headers_codec(
 Pos = tuple[int, int]  # (txid, id)
 
 
+def _below_horizon(rows: Sequence[Any]) -> int:
+    """How many of ``rows`` (``(xmin, txid, id, ...)`` in ``(txid, id)`` order) may be handed
+    out: those before the first whose ``txid`` is not below the statement's snapshot
+    ``xmin`` (an open transaction may still add rows before it). The ``xmin`` is the same on
+    every row of one statement, so when the last row is below it all are (one comparison)."""
+    if not rows or rows[-1][1] < rows[-1][0]:
+        return len(rows)
+    for i, row in enumerate(rows):
+        if row[1] >= row[0]:
+            return i
+    return len(rows)  # pragma: no cover - the last row is not below, so one is found
+
+
 class _Fetched(Settler):
     """The rows one read handed out: their acknowledgement, one object for all of them.
 
     ``ack_all`` / ``nack_all`` settle a batch of them at once; reading a record's ``ack``
-    makes a :class:`_RowAck` for it. ``positions`` are the rows' ``(txid, id)``, in order.
+    makes a :class:`_RowAck` for it. ``positions`` are the rows' ``(txid, id)``, in order;
+    ``run``: they were appended to the source's ``_order`` together (a read, not a redo), so
+    while the first is at its front they are its first ``len(positions)`` entries.
     """
 
-    __slots__ = ("source", "epoch", "positions")
+    __slots__ = ("source", "epoch", "positions", "run")
 
-    def __init__(self, source: PostgresSource, epoch: int, positions: list[Pos]) -> None:
-        self.source, self.epoch, self.positions = source, epoch, positions
+    def __init__(self, source: PostgresSource, epoch: int, positions: list[Pos], run: bool) -> None:
+        self.source, self.epoch, self.positions, self.run = source, epoch, positions, run
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
         return _RowAck(self, record)
@@ -676,9 +691,17 @@ class PostgresSource(Source):
                 for r in records
             )
             return
-        acked = self._acked
-        acked.update(cast(int, r.position) for r in records)
-        order = self._order
+        acked, order, positions = self._acked, self._order, fetched.positions
+        if fetched.run and len(records) == len(positions) and order and order[0] is positions[0]:
+            # the common case: a whole read settled at once (ack_all), oldest first — its
+            # rows are the front of _order (no record settles twice, so these are all of
+            # them), and the cursor moves over them without a set
+            popleft = order.popleft
+            for _ in positions:
+                popleft()
+            self._committed = positions[-1]
+        else:
+            acked.update(cast(int, r.position) for r in records)
         while order and order[0][1] in acked:
             self._committed = order.popleft()
             acked.discard(self._committed[1])
@@ -686,9 +709,9 @@ class PostgresSource(Source):
     def _records(
         self, positions: list[Pos], rows: list[tuple[bytes, bytes | None, Headers]]
     ) -> list[Record]:
-        """The records of ``rows`` at ``positions``: one object each (a LazyAckRecord), a
-        :class:`_Fetched` standing in for their handles."""
-        fetched = _Fetched(self, self._epoch, positions)
+        """The records of ``rows`` (redone) at ``positions``: one object each (a
+        LazyAckRecord), a :class:`_Fetched` standing in for their handles."""
+        fetched = _Fetched(self, self._epoch, positions, False)
         return make_records(
             (
                 (payload, key, headers, pos[1], fetched)
@@ -711,20 +734,25 @@ class PostgresSource(Source):
         q, (txid, rid) = self._q_read, self._read
         rows = await self._link.call(lambda c: c.fetch(q, txid, rid, limit), self._what())
         loop = asyncio.get_running_loop()
-        positions: list[Pos] = []
-        taken: list[tuple[bytes, bytes | None, Headers]] = []
-        decode = self._decode_headers
-        for horizon, row_txid, row_id, payload, key, headers in rows:
-            if row_txid >= horizon:
-                break  # an open transaction may still add rows before this one
-            positions.append((int(row_txid), int(row_id)))
-            taken.append((payload or b"", key, decode(headers) if headers is not None else ()))
-        self._order.extend(positions)
-        out = self._records(positions, taken) if positions else []
-        held = len(rows) - len(out)
+        got, take = len(rows), _below_horizon(rows)
+        if take < got:
+            rows = rows[:take]
+        positions: list[Pos] = [(row[1], row[2]) for row in rows]
+        out: list[Record] = []
+        if positions:
+            self._order.extend(positions)
+            fetched, decode = _Fetched(self, self._epoch, positions, True), self._decode_headers
+            out = make_records(
+                (
+                    (payload or b"", key, () if headers is None else decode(headers), rid, fetched)
+                    for _, _, rid, payload, key, headers in rows
+                ),
+                LazyAckRecord,
+            )
+        held = got - take
         if out:
             self._read = self._order[-1]
-        if len(rows) == limit and not held:
+        if got == limit and not held:
             self._dirty = True  # a full batch: there may be more
             self._behind = None
         else:

@@ -279,6 +279,30 @@ async def test_notify_wakes_the_source_and_nothing_else_does(harness: PostgresHa
     await src.stop()
 
 
+async def test_a_read_settled_whole_after_a_later_one_moves_the_cursor_over_both(
+    harness: PostgresHarness,
+) -> None:
+    """A whole read settled at once leaves the front without a set; reads settled before it
+    (out of order) are then passed over too, and a partly settled read holds the cursor."""
+    await harness.produce([OutRecord(f"r{i}".encode()) for i in range(7)])
+    ids = await harness.ids()
+    src = await harness.new_source()
+    first = await src.next_batch(3, timeout_s=1.0)
+    second = await src.next_batch(2)
+    third = await src.next_batch(2)
+    assert [r.position for r in first + second + third] == ids
+    await ack_all(second)
+    await ack_all(third[1:])
+    assert await src.next_batch(10) == []
+    assert await harness.cursor() == 0
+    await ack_all(first)
+    assert await src.next_batch(10) == []
+    assert await harness.cursor() == ids[4]
+    await ack_all(third[:1])
+    await src.stop()
+    assert await harness.cursor() == ids[6]
+
+
 async def test_a_row_committed_late_below_a_read_row_is_not_skipped(
     harness: PostgresHarness,
 ) -> None:
