@@ -9,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
+import subprocess
+import uuid
+from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+from byteor_edgeplane_testkit import cleanup_run, edgeplane, unique
 
 from byteor import lanes
 from byteor.adapters import Headers, OutRecord
@@ -324,3 +330,165 @@ async def test_inline_keys_and_headers_reach_the_sinks_through_a_map_and_an_erro
         assert len(plain) == n // 5  # every fifth (none of them ends in 7)
     finally:
         MemoryBroker.drop(name)
+
+
+# -- end to end, real processes: Kafka -> stage -> Kafka ----------------------------------------
+
+KAFKA = "127.0.0.1:9092"
+PARTITIONS = 3
+
+
+def _kafka_record(i: int) -> OutRecord:
+    """Nine in ten records keyed (17 keys) with headers, one in ten with neither."""
+    if i % 10 == 0:
+        return OutRecord(b"none-%d" % i)
+    headers = (("seq", b"%d" % i), ("src", "ü-%d".encode() % (i % 3)), ("empty", b""))
+    return OutRecord(b"k%d-%d" % (i % 17, i), b"k%d" % (i % 17), headers)
+
+
+def _kafka_spec(path: Path, run: str, topic_in: str, topic_out: str, group: str) -> Path:
+    path.write_text(
+        f"""byteor.spec = 1
+pipeline.name = {run}
+pipeline.target = lane_graph
+lane.raw.kind = events
+lane.raw.capacity = 1024
+lane.raw.slot_bytes = 256
+lane.out.kind = events
+lane.out.capacity = 1024
+lane.out.slot_bytes = 256
+source.src.adapter = kafka
+source.src.out = raw
+source.src.param.bootstrap_servers = {KAFKA}
+source.src.param.topic = {topic_in}
+source.src.param.group = {group}
+source.src.param.session_timeout_ms = 1000
+source.src.param.heartbeat_interval_ms = 200
+source.src.param.fetch_max_wait_ms = 100
+stage.up.op = byteor_edgeplane_testops:upper
+stage.up.in = raw
+stage.up.out = out
+stage.up.process = w1
+sink.dst.adapter = kafka
+sink.dst.in = out
+sink.dst.param.bootstrap_servers = {KAFKA}
+sink.dst.param.topic = {topic_out}
+"""
+    )
+    return path
+
+
+async def _until(check: Any, what: str, proc: subprocess.Popen[str], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if proc.poll() is not None:
+            raise AssertionError(f"edgeplane exited ({proc.returncode}) before {what}")
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(150)
+async def test_kafka_to_kafka_in_processes_keeps_every_key_and_header_in_per_key_order(
+    tmp_path: Path,
+) -> None:
+    from aiokafka import (  # type: ignore[import-untyped]
+        AIOKafkaConsumer,
+        AIOKafkaProducer,
+        TopicPartition,
+    )
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+
+    n = 3000
+    run = unique("epkeys")
+    tag = uuid.uuid4().hex[:10]
+    topic_in, topic_out, group = f"keys-in-{tag}", f"keys-out-{tag}", f"keys-{tag}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (topic_in, topic_out)])
+    finally:
+        await admin.close()
+    sent = [_kafka_record(i) for i in range(n)]
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic_in, r.payload, key=r.key, headers=list(r.headers) or None)
+            for r in sent
+        ]
+        placed = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    # Where each partition ends (Tansu's ListOffsets is no help: it answers 1, or a count
+    # short of what was written).
+    ends_in = {
+        TopicPartition(topic_in, p): 1 + max(m.offset for m in placed if m.partition == p)
+        for p in range(PARTITIONS)
+    }
+    assert sum(ends_in.values()) == n
+
+    tps_out = [TopicPartition(topic_out, p) for p in range(PARTITIONS)]
+    reader = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    watcher = AIOKafkaConsumer(bootstrap_servers=KAFKA, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    await watcher.start()
+    reader.assign(tps_out)
+    await reader.seek_to_beginning(*tps_out)
+    got: dict[int, list[OutRecord]] = {p: [] for p in range(PARTITIONS)}
+    proc = edgeplane(
+        "run", str(_kafka_spec(tmp_path / "k.spec", run, topic_in, topic_out, group)),
+        "--metrics-addr", "off", "--json",
+    )  # fmt: skip
+    try:
+
+        async def read_more(timeout_ms: int = 100) -> int:
+            batch = await reader.getmany(*tps_out, timeout_ms=timeout_ms)
+            for tp, messages in batch.items():
+                got[tp.partition] += [
+                    OutRecord(m.value, m.key, tuple((k, v or b"") for k, v in m.headers))
+                    for m in messages
+                ]
+            return sum(len(m) for m in batch.values())
+
+        async def all_written() -> bool:
+            await read_more()
+            return sum(map(len, got.values())) >= n
+
+        async def all_committed() -> bool:
+            return all([await watcher.committed(tp) == end for tp, end in ends_in.items()])
+
+        await _until(all_written, f"{n} records in {topic_out}", proc, 90)
+        await _until(all_committed, "the source's commits at the end of every partition", proc, 30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=40)
+        assert proc.returncode == 0, err
+        summary = json.loads(out)
+        assert summary["records_in"] == summary["records_out"] == summary["acked"] == n
+        assert summary["restarts"] == summary["duplicates"] == 0
+        assert await read_more(500) == 0  # the run is over: nothing more arrives
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        await reader.stop()
+        await watcher.stop()
+        cleanup_run(run)
+
+    want = [OutRecord(r.payload.upper(), r.key, r.headers) for r in sent]
+    every = [r for part in got.values() for r in part]
+    assert len(every) == n
+    assert sorted(every, key=_order) == sorted(want, key=_order)  # each record, key, header once
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for r in every:  # per output partition in offset order (a key lives in one partition)
+        if r.key is not None:
+            by_key[r.key].append(int(r.payload.rsplit(b"-", 1)[1]))
+    assert len(by_key) == 17
+    assert all(seqs == sorted(seqs) for seqs in by_key.values()), "a key's records reordered"
+    assert sum(len(s) for s in by_key.values()) == n - n // 10
+
+
+def _order(r: OutRecord) -> tuple[bytes, bytes, Headers]:
+    return r.payload, r.key or b"", r.headers
