@@ -8,7 +8,9 @@ from byteor.cli._output import EXIT_USAGE, add_json_flag
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure lanes, pipelines and adapters against peers")
+    bench = sub.add_parser(
+        "bench", help="measure lanes, pipelines, adapters and EdgePlane against peers"
+    )
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
     lanes = bench_sub.add_parser(
         "lanes",
@@ -144,6 +146,75 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pipeline.add_argument("--list", action="store_true", help="list the targets and exit")
     pipeline.set_defaults(handler=_run_pipeline)
 
+    edgeplane = bench_sub.add_parser(
+        "edgeplane",
+        help="EdgePlane end to end (Kafka -> NATS, Redis -> PostgreSQL) against a hand loop",
+        description=(
+            "Run two pipelines with one transform stage through EdgePlane (edgeplane run:"
+            " Kafka -> NATS JetStream, Redis Streams -> PostgreSQL) and as a hand-written"
+            " asyncio loop with the same client libraries doing the same work, in the same"
+            " run; print records/s, ours/hand (target: >= 0.90), EdgePlane's latency"
+            " percentiles at a steady rate, and the memory of a run whose sink is blocked."
+            " Needs the servers (scripts/services.sh). Progress goes to stderr. Exit 1 when"
+            " any run fails its checks (a record lost, duplicated, not transformed or not"
+            " acknowledged upstream, a hang)."
+        ),
+    )
+    add_json_flag(edgeplane)
+    edgeplane.add_argument(
+        "--quick",
+        action="store_true",
+        help="10,000 records, one round, 3 s of latency, the sink blocked 10 s (~1 min)",
+    )
+    edgeplane.add_argument(
+        "--only",
+        action="append",
+        metavar="CASE,...",
+        help="only these cases: kafka_nats, redis_pg, rss_sink_stopped (default: all)",
+    )
+    edgeplane.add_argument(
+        "--records", type=int, metavar="N", help="records per throughput run (default: 100000)"
+    )
+    edgeplane.add_argument(
+        "--repeat", type=int, metavar="N", help="rounds of ours and hand (default: 3; --quick 1)"
+    )
+    edgeplane.add_argument(
+        "--latency-seconds",
+        type=float,
+        metavar="S",
+        help="length of each steady-rate latency run, 0 for none (default: 10; --quick 3)",
+    )
+    edgeplane.add_argument(
+        "--latency-rate",
+        type=float,
+        metavar="N",
+        help="records/s of the latency runs (default: half of ours' median throughput)",
+    )
+    edgeplane.add_argument(
+        "--hold-seconds",
+        type=float,
+        metavar="S",
+        help="how long rss_sink_stopped blocks the sink (default: 60; --quick 10)",
+    )
+    edgeplane.add_argument(
+        "--rss-records",
+        type=int,
+        metavar="N",
+        help="records upstream of the blocked sink (default: 200000; --quick 50000)",
+    )
+    edgeplane.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a run that takes longer fails as hung (default: 120)",
+    )
+    edgeplane.add_argument(
+        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
+    )
+    edgeplane.add_argument("--list", action="store_true", help="list the cases and exit")
+    edgeplane.set_defaults(handler=_run_edgeplane)
+
     def _help(args: argparse.Namespace) -> int:
         bench.print_help()
         return EXIT_USAGE
@@ -166,5 +237,11 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
 def _run_adapters(args: argparse.Namespace) -> int:
     from byteor.bench.adapters import run_cli
+
+    return run_cli(args)
+
+
+def _run_edgeplane(args: argparse.Namespace) -> int:
+    from byteor.bench.edgeplane import run_cli
 
     return run_cli(args)
