@@ -314,7 +314,9 @@ class _Link:
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = exc
-        log.warning("nats %s: %s: %s", self.address, type(exc).__name__, exc)
+        # Before the first connection, open() raises the last error as one AdapterError.
+        level = logging.WARNING if self.nc is not None else logging.DEBUG
+        log.log(level, "nats %s: %s: %s", self.address, type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
         if self.nc is not None and not self.nc.is_closed:

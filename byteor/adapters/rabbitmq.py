@@ -187,6 +187,7 @@ class _BackoffConnection(RobustConnection):
         self._max_s = float(self.kwargs.pop("reconnect_max"))
         self.down_since: float | None = None
         self.reconnects = 0
+        self.opened = False  # set by _connect: a failed first attempt is raised, not logged
         self.close_callbacks.add(self._lost)
         self.reconnect_callbacks.add(self._restored)
 
@@ -204,7 +205,8 @@ class _BackoffConnection(RobustConnection):
         if self._close_called or self.down_since is not None:
             return
         self.down_since = self.loop.time()
-        log.warning("rabbitmq: connection lost (%s); reconnecting", exc)
+        level = logging.WARNING if self.opened else logging.DEBUG
+        log.log(level, "rabbitmq: connection lost (%s); reconnecting", exc)
 
     def _restored(self, _sender: object) -> None:
         self.reconnects += 1
@@ -248,6 +250,7 @@ async def _connect(
     except BaseException:
         await conn.close()
         raise
+    conn.opened = True
     return conn
 
 

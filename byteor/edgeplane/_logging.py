@@ -9,6 +9,15 @@ root logger, so the client libraries' records (aiokafka, uvicorn, ...) go the sa
   plus ``exc`` (the formatted exception) and ``stack`` when the record has them, and any
   ``extra=`` fields of the call. ``ts`` is ISO-8601 UTC with milliseconds.
 
+The client libraries speak for themselves too (aiokafka logs a refused connection at ERROR
+with its address, nats-py, aio_pika, asyncpg, botocore, uvicorn... warn and print
+tracebacks), and what they report the adapter reports again, once, in our words: the one
+line a failed run ends with. So below ``debug`` a :class:`QuietClients` filter on the handler
+drops their records below CRITICAL (``CLIENT_LOGGERS``, by top-level logger name; asyncio
+too, whose "Task exception was never retrieved" is a client's task); ``byteor.*`` records,
+and a user's op or adapter logging under its own name, pass at the run's level.
+``--log-level debug`` shows everything.
+
 A :class:`RedactFilter` on that handler replaces the run's secrets with ``***`` in the
 message (after ``%`` formatting: a secret passed as an argument is caught too), in the
 formatted exception and stack, and in string ``extra`` fields, before any formatter sees the
@@ -30,12 +39,14 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, TextIO
 
 from byteor.edgeplane._config import Redactor
 
 __all__ = [
+    "CLIENT_LOGGERS",
+    "QuietClients",
     "RedactFilter",
     "JsonFormatter",
     "TextFormatter",
@@ -53,6 +64,42 @@ _STANDARD: Final = frozenset(
 def _utc(created: float) -> str:
     stamp = _dt.datetime.fromtimestamp(created, tz=_dt.UTC)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: Top-level logger names of the client libraries the adapters use (and their transports).
+CLIENT_LOGGERS: Final = frozenset(
+    {
+        "aiokafka", "kafka",
+        "nats",
+        "aio_pika", "aiormq", "pamqp",
+        "asyncpg",
+        "redis",
+        "uvicorn", "starlette", "httpx", "httpcore", "h11", "h2", "hpack",
+        "websockets",
+        "grpc",
+        "aioboto3", "aiobotocore", "boto3", "botocore", "s3transfer", "urllib3", "aiohttp",
+        "asyncio",
+    }
+)  # fmt: skip
+
+
+class QuietClients(logging.Filter):
+    """Drops the client libraries' records below ``level`` (lets everything else through).
+
+    Args:
+        names: top-level logger names (``aiokafka`` covers ``aiokafka.conn``).
+        level: the least level of theirs still shown.
+    """
+
+    def __init__(self, names: Iterable[str] = CLIENT_LOGGERS, level: int = logging.CRITICAL):
+        super().__init__()
+        self.names = frozenset(names)
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        return record.name.partition(".")[0] not in self.names
 
 
 class RedactFilter(logging.Filter):
@@ -162,7 +209,8 @@ def setup_logging(
     progress: ProgressLine | None = None,
 ) -> logging.Handler:
     """Send every log record of this process to ``stream`` (default stderr) as text or JSON
-    lines, secrets redacted. Calling it again replaces the handler it installed before.
+    lines, secrets redacted; the client libraries' below CRITICAL only at ``debug`` (see the
+    module docstring). Calling it again replaces the handler it installed before.
 
     Args:
         format: ``text`` or ``json``.
@@ -185,6 +233,8 @@ def setup_logging(
         root.removeHandler(old)
         old.close()
     handler = _Handler(stream if stream is not None else sys.stderr, progress)
+    if numeric > logging.DEBUG:
+        handler.addFilter(QuietClients())  # before redaction: no work for what is dropped
     handler.addFilter(RedactFilter(redactor))
     handler.setFormatter(
         JsonFormatter(run, process) if format == "json" else TextFormatter(run, process)

@@ -158,3 +158,53 @@ def test_validate_refuses_a_missing_path_folder(
 
 
 # -- one clear line ------------------------------------------------------------------------------
+
+
+def _spec(path: Path, run: str, source: str, sink: str) -> Path:
+    path.write_text(
+        f"byteor.spec = 1\npipeline.name = {run}\npipeline.target = lane_graph\n"
+        "lane.a.kind = events\nlane.a.capacity = 64\nlane.a.slot_bytes = 64\n"
+        f"{source}\nsource.s.out = a\n{sink}\nsink.k.in = a\n"
+    )
+    return path
+
+
+UNREACHABLE = {
+    # aiokafka logs the refused connection at ERROR itself; the adapter raises it as ours.
+    "kafka": (
+        "source.s.adapter = kafka\nsource.s.param.bootstrap_servers = 127.0.0.1:1\n"
+        "source.s.param.topic = t",
+        "sink.k.adapter = file\nsink.k.param.path = out.txt",
+        "edge-in:s failed: AdapterUnreachable: kafka: cannot reach 127.0.0.1:1",
+    ),
+    # nats-py reports each failed attempt to the error callback before connect gives up.
+    "nats": (
+        "source.s.adapter = generator\nsource.s.param.count = 10",
+        "sink.k.adapter = nats\nsink.k.param.servers = nats://127.0.0.1:1\n"
+        "sink.k.param.subject = x",
+        "edge-out:k failed: AdapterUnreachable: nats: cannot reach 127.0.0.1:1",
+    ),
+}
+
+
+@pytest.mark.parametrize("adapter", sorted(UNREACHABLE))
+def test_an_unreachable_server_is_one_line_of_ours(tmp_path: Path, run: str, adapter: str) -> None:
+    source, sink, expected = UNREACHABLE[adapter]
+    spec = _spec(tmp_path / "u.spec", run, source, sink)
+    proc = _edgeplane(
+        "run", str(spec), "--metrics-addr", "off", "--log-level", "warning", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"edgeplane: error: {expected}"), lines[0]
+    assert "could not start" in lines[0]
+    doc = json.loads(proc.stdout)  # --json: the same error as a document on stdout
+    assert doc["exit_code"] == 1 and doc["error"].startswith(expected)
+    # --log-level debug shows the client library's side too.
+    proc = _edgeplane(
+        "run", str(spec), "--metrics-addr", "off", "--log-level", "debug", cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert {"kafka": " aiokafka", "nats": " byteor.adapters.nats"}[adapter] in proc.stderr

@@ -80,8 +80,8 @@ def test_exception_is_one_string_field() -> None:
 def test_secrets_are_redacted_everywhere_in_a_record(fmt: str) -> None:
     out = io.StringIO()
     red = Redactor([SECRET])
-    setup_logging(fmt, "info", red, "r", "p", stream=out)  # type: ignore[arg-type]
-    log = logging.getLogger("aiokafka.conn")  # a client library's logger goes the same way
+    setup_logging(fmt, "debug", red, "r", "p", stream=out)  # type: ignore[arg-type]
+    log = logging.getLogger("aiokafka.conn")  # a client library's (shown at debug) too
     log.info(f"in the message {SECRET}")
     log.info("as an argument %s", SECRET)
     log.info("in an extra field", extra={"dsn": f"postgres://u:{SECRET}@h/db"})
@@ -119,6 +119,32 @@ def test_text_lines() -> None:
         r"sink slow: 250 ms",
         line,
     )
+
+
+def test_client_libraries_are_quiet_below_critical_unless_debug() -> None:
+    def emit() -> None:
+        logging.getLogger("aiokafka.conn").error('Unable connect to "127.0.0.1:1"')
+        logging.getLogger("nats.aio.client").warning("reconnecting")
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+        logging.getLogger("aiokafka").critical("broken")
+        logging.getLogger("byteor.edgeplane").warning("ours")
+        logging.getLogger("mymod").warning("a user's op")
+        logging.getLogger("aiokafkax").warning("not aiokafka")
+
+    out = io.StringIO()
+    setup_logging("json", "info", Redactor(), "r", "edge-in:k", stream=out)
+    emit()
+    shown = [(d["logger"], d["msg"]) for d in map(json.loads, _lines(out))]
+    assert shown == [
+        ("aiokafka", "broken"),
+        ("byteor.edgeplane", "ours"),
+        ("mymod", "a user's op"),
+        ("aiokafkax", "not aiokafka"),
+    ]
+    out = io.StringIO()
+    setup_logging("json", "debug", Redactor(), "r", "edge-in:k", stream=out)
+    emit()
+    assert len(_lines(out)) == 7
 
 
 def test_setup_again_replaces_its_handler() -> None:
