@@ -248,7 +248,9 @@ class Pipeline:
     def plan(self, names: dict[str, str], op: str) -> str:
         raise NotImplementedError
 
-    async def hand(self, names: dict[str, str], op: Callable[[bytes], bytes], stop: Any) -> None:
+    async def hand(
+        self, names: dict[str, str], op: Callable[[bytes], bytes | None], stop: Any
+    ) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -402,7 +404,9 @@ class KafkaNats(Pipeline):
             """  # noqa: E501 - one TOML line a table
         )
 
-    async def hand(self, names: dict[str, str], op: Callable[[bytes], bytes], stop: Any) -> None:
+    async def hand(
+        self, names: dict[str, str], op: Callable[[bytes], bytes | None], stop: Any
+    ) -> None:
         consumer = AIOKafkaConsumer(
             names["topic"],
             bootstrap_servers=KAFKA,
@@ -421,7 +425,9 @@ class KafkaNats(Pipeline):
                 fetched = await consumer.getmany(timeout_ms=500, max_records=BATCH)
                 if not fetched:
                     continue
-                out = [op(m.value) for msgs in fetched.values() for m in msgs]
+                out = [
+                    p for msgs in fetched.values() for m in msgs if (p := op(m.value)) is not None
+                ]
                 futures = [
                     await js.publish_async(
                         subject,
@@ -552,7 +558,9 @@ class RedisPg(Pipeline):
             """  # noqa: E501 - one TOML line a table
         )
 
-    async def hand(self, names: dict[str, str], op: Callable[[bytes], bytes], stop: Any) -> None:
+    async def hand(
+        self, names: dict[str, str], op: Callable[[bytes], bytes | None], stop: Any
+    ) -> None:
         client = aioredis.from_url(REDIS_URL)
         conn = await asyncpg.connect(PG_DSN)
         insert, stream = _INSERT.format(t=names["table"]), names["stream"]
@@ -564,7 +572,7 @@ class RedisPg(Pipeline):
                 if not reply:
                     continue
                 entries = reply[0][1]
-                out = [op(fields[b"p"]) for _, fields in entries]
+                out = [p for _, fields in entries if (p := op(fields[b"p"])) is not None]
                 nulls = [None] * len(out)
                 await conn.execute(insert, out, nulls, nulls, [content_key(p) for p in out])
                 await client.xack(stream, self.group, *[eid for eid, _ in entries])
@@ -1139,6 +1147,24 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _command(args: argparse.Namespace) -> str:
+    parts = ["byteor", "bench", "edgeplane"]
+    for flag in ("only", "records", "repeat", "latency_seconds", "latency_rate"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            value = ",".join(value) if isinstance(value, list) else str(value)
+            parts += [f"--{flag.replace('_', '-')}", value]
+    for flag in ("hold_seconds", "rss_records"):
+        if getattr(args, flag, None) is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    for flag in ("quick", "json"):
+        if getattr(args, flag, False):
+            parts.append(f"--{flag}")
+    if getattr(args, "save", None):
+        parts += ["--save", args.save]
+    return shlex.join(parts)
+
+
 def select(only: Sequence[str] | None) -> list[str]:
     if not only:
         return list(CASES)
@@ -1196,7 +1222,7 @@ def run_cli(args: argparse.Namespace) -> int:
     failed = [r for r in results if r["status"] == "failed"]
     doc: dict[str, Any] = {
         "benchmark": "byteor bench edgeplane",
-        "command": shlex.join(["byteor", "bench", "edgeplane", *sys.argv[3:]]),
+        "command": _command(args),
         "argv": list(sys.argv),
         "machine": machine,
         "source": source_info(),
