@@ -105,23 +105,27 @@ def _corrupt(record: bytes | memoryview, what: str) -> FrameError:
 
 def _meta_end(record: bytes | memoryview) -> int:
     """Where a tagged frame's metadata ends (its payload starts), checked against its length."""
-    flags = record[FLAGS_AT]
-    if flags & ~_KNOWN:
-        raise _corrupt(
-            record, f"unknown flags 0x{flags:02x} (known: KEY 0x01, HEADERS 0x02); not a frame?"
-        )
-    if len(record) < _META_AT:
-        raise _corrupt(
-            record, f"{len(record)} bytes long, too short for the metadata size its flags announce"
-        )
-    (size,) = _U32.unpack_from(record, STAMP_BYTES)
-    end = _META_AT + int(size)
-    if end > len(record):
+    flags, n = record[FLAGS_AT], len(record)
+    if flags & ~_KNOWN or n < _META_AT:
+        raise _bad_start(record)
+    end: int = _META_AT + _U32.unpack_from(record, STAMP_BYTES)[0]
+    if end > n:
         raise _corrupt(
             record,
-            f"metadata of {size} bytes announced, only {len(record) - _META_AT} bytes follow",
+            f"metadata of {end - _META_AT} bytes announced, only {n - _META_AT} bytes follow",
         )
     return end
+
+
+def _bad_start(record: bytes | memoryview) -> FrameError:
+    flags = record[FLAGS_AT]
+    if flags & ~_KNOWN:
+        return _corrupt(
+            record, f"unknown flags 0x{flags:02x} (known: KEY 0x01, HEADERS 0x02); not a frame?"
+        )
+    return _corrupt(
+        record, f"{len(record)} bytes long, too short for the metadata size its flags announce"
+    )
 
 
 def encode_tag(key: bytes | None, headers: Headers) -> bytes:

@@ -156,23 +156,36 @@ class StampedStage:
         return result
 
     def _step_runs(self, records: Sequence[bytes], stamp: int) -> BatchResult:
-        """A batch with keys or headers: each run of records sharing them, stepped as one."""
-        result = BatchResult.empty(self.inner.outputs)
+        """A batch with keys or headers: each run of records sharing them, stepped as one (a
+        run of one record through ``step``: no batch made and taken apart for it)."""
+        inner, pack = self.inner, STAMP.pack
+        result = BatchResult.empty(inner.outputs)
         ports, failures = result.ports, result.failures
         parts = [split(r) for r in records]
         n = len(parts)
         i = 0
         while i < n:
-            tag = parts[i][0]
+            tag, payload = parts[i]
             j = i + 1
             while j < n and parts[j][0] == tag:
                 j += 1
-            sub = self.inner.step_batch([p for _, p in parts[i:j]])
-            failures += [RecordFailure(i + f.index, f.error) for f in sub.failures]
-            if sub.count:
-                head = join(stamp, tag, b"")
-                for port, got in zip(ports, sub.ports, strict=True):
-                    port += [head + r for r in got]
+            if j == i + 1:
+                out = inner.step(payload)
+                if isinstance(out, StageError):
+                    failures.append(RecordFailure(i, out))
+                    i = j
+                    continue
+                got: Sequence[Sequence[bytes]] = out.ports
+            else:
+                sub = inner.step_batch([p for _, p in parts[i:j]])
+                if sub.failures:
+                    failures += [RecordFailure(i + f.index, f.error) for f in sub.failures]
+                got = sub.ports
+            # join(stamp, tag, b""), with the stamp known good (it came off a frame)
+            head = pack(stamp | tag[0] << 56) + tag[1:] if tag else pack(stamp)
+            for port, rest in zip(ports, got, strict=True):
+                if rest:
+                    port += [head + r for r in rest]
             i = j
         return result
 
