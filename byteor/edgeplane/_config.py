@@ -504,7 +504,10 @@ class EdgePlaneOptions:
         drain_timeout: seconds a graceful stop may take before the run is ended at once.
         restart: what a dead process does to the run: ``restart`` the data plane, or
             ``fail`` (stop everything cleanly, exit non-zero).
-        max_restarts: restarts allowed before the run fails anyway.
+        max_restarts: restarts allowed before the run fails anyway (within
+            ``restart_window``).
+        restart_window: seconds of the sliding window the restarts are counted in; 0: the
+            whole run.
         progress: the progress line: ``auto`` (when stderr is a terminal), ``on``, ``off``.
         secret_env: variables whose values are secret whatever their names.
         path: folders put first on ``sys.path`` (``--path``, ``EDGEPLANE_PATH``), as given;
@@ -518,6 +521,7 @@ class EdgePlaneOptions:
     drain_timeout: float = 30.0
     restart: RestartPolicy = "restart"
     max_restarts: int = 5
+    restart_window: float = 0.0
     progress: ProgressMode = "auto"
     secret_env: tuple[str, ...] = ()
     path: tuple[str, ...] = ()
@@ -572,6 +576,20 @@ def _seconds(text: str, where: str) -> object:
         value = -1.0
     if not value > 0 or value == float("inf"):
         raise OptionError(where, f"{where}={text!r}: give a number of seconds > 0, e.g. 30")
+    return value
+
+
+def _window(text: str, where: str) -> object:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise OptionError(
+            where,
+            f"{where}={text!r}: give a number of seconds >= 0, e.g. 600 (0: count every "
+            "restart of the run)",
+        )
     return value
 
 
@@ -662,8 +680,16 @@ OPTIONS: Final = (
         "--max-restarts",
         "EDGEPLANE_MAX_RESTARTS",
         _count,
-        "restarts before the run fails anyway",
+        "restarts before the run fails anyway (within --restart-window)",
         "5",
+    ),
+    OptionDef(
+        "restart_window",
+        "--restart-window",
+        "EDGEPLANE_RESTART_WINDOW",
+        _window,
+        "count only the restarts of the last SECONDS; 0: the whole run",
+        "0",
     ),
     OptionDef(
         "progress",
@@ -810,7 +836,10 @@ def environment_help() -> str:
     """The environment section of ``--help`` (use ``RawDescriptionHelpFormatter``, or the
     table is reflowed)."""
     width = max(len(o.env) for o in OPTIONS)
-    lines = ["environment (a flag given wins over its variable):"]
+    lines = [
+        "environment (a flag given wins over its variable; --secret-env and --path add to "
+        "theirs):"
+    ]
     for o in OPTIONS:
         lines.append(f"  {o.env:<{width}}  {o.flag:<24} {o.help} (default {o.default})")
     lines.append(

@@ -308,6 +308,7 @@ def _run_loaded(
             batch=args.batch,
             restart=options.restart,
             max_restarts=options.max_restarts,
+            restart_window=options.restart_window,
             drain_timeout=options.drain_timeout,
             log_format=options.log_format,
             log_level=options.log_level,

@@ -52,6 +52,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -116,6 +117,7 @@ from byteor.spec import MAX_SLOT_BYTES, Finding, PipelineSpecV1
 
 __all__ = [
     "PlaneConfig",
+    "RestartBudget",
     "Topology",
     "DataPlane",
     "EdgeState",
@@ -192,7 +194,9 @@ class PlaneConfig:
         run: the run's name (segments ``byteor-<run>.*``).
         batch: most records an edge or a stage moves at a time.
         restart: what a failure that a restart can fix does: ``restart`` or ``fail``.
-        max_restarts: restarts before the run fails anyway.
+        max_restarts: restarts before the run fails anyway (within ``restart_window``).
+        restart_window: count only the restarts of the last this many seconds (a sliding
+            window); 0: every restart of the run.
         drain_timeout: seconds a graceful stop may take.
         restart_backoff: the first wait before a restart and the longest (doubling).
         log_format, log_level: how the children log (``None``: they keep what they inherit).
@@ -203,11 +207,59 @@ class PlaneConfig:
     batch: int = 256
     restart: Literal["restart", "fail"] = "restart"
     max_restarts: int = 5
+    restart_window: float = 0.0
     drain_timeout: float = 30.0
     restart_backoff: tuple[float, float] = (0.1, 5.0)
     log_format: Literal["text", "json"] | None = None
     log_level: str = "info"
     sink_retry: Backoff = SINK_RETRY
+
+
+class RestartBudget:
+    """How many restarts a run may still make: at most ``most`` within the last ``window``
+    seconds (a sliding window), or in the whole run when ``window`` is 0. Sans-IO: the clock
+    is given, so a test drives time.
+    """
+
+    def __init__(self, most: int, window: float = 0.0, clock: Callable[[], float] = time.monotonic):
+        self.most = most
+        self.window = window
+        self.clock = clock
+        self._times: deque[float] = deque()
+
+    def recent(self) -> int:
+        """Restarts that count now (those of the last ``window`` seconds, or all)."""
+        if self.window > 0:
+            horizon = self.clock() - self.window
+            while self._times and self._times[0] <= horizon:
+                self._times.popleft()
+        return len(self._times)
+
+    def allows(self) -> bool:
+        """Whether one more restart fits."""
+        return self.recent() < self.most
+
+    def spend(self) -> str:
+        """Count a restart now; returns where the run stands, for the log ("2 of 5")."""
+        self._times.append(self.clock())
+        within = f" in {self.window:g} s" if self.window > 0 else ""
+        return f"{self.recent()} of {self.most}{within}"
+
+    def exhausted(self) -> str:
+        """Why no restart is left, and what to do."""
+        n, most = self.recent(), self.most
+        if self.window > 0:
+            return (
+                f"restarted {n} time(s) in the last {self.window:g} s, the most --max-restarts "
+                f"{most} allows within --restart-window {self.window:g} (it keeps failing: fix "
+                "the cause, or allow more with a higher --max-restarts or a shorter "
+                "--restart-window)"
+            )
+        return (
+            f"restarted {n} time(s) already, the most --max-restarts {most} allows in a run "
+            "(fix the cause, raise --max-restarts, or give --restart-window SECONDS to count "
+            "only recent restarts)"
+        )
 
 
 class Topology:
@@ -371,6 +423,8 @@ class DataPlane:
     ) -> None:
         if config.batch < 1 or config.max_restarts < 0 or config.drain_timeout <= 0:
             raise ValueError("batch >= 1, max_restarts >= 0 and drain_timeout > 0, please")
+        if not 0 <= config.restart_window < float("inf"):
+            raise ValueError("restart_window >= 0 (0: the whole run), please")
         self.topo = Topology(spec)
         self.spec = spec
         self.config = config
@@ -389,6 +443,7 @@ class DataPlane:
                 self.stages[node.name] = resolve_op(node.op, ctx)
         self.totals = {n.name: NodeTotals(n.kind, n.name, n.op, n.process) for n in graph.nodes}
         self.restarts = 0
+        self.budget = RestartBudget(config.max_restarts, config.restart_window, clock)
         self.recoveries: list[float] = []
         self.status: StatusSegment | None = None
         self.counters: lanes.Counters | None = None
@@ -965,8 +1020,8 @@ class DataPlane:
             fatal = "it failed while the run was draining"
         elif self.config.restart == "fail":
             fatal = "--restart fail"
-        elif self.restarts >= self.config.max_restarts:
-            fatal = f"restarted {self.restarts} time(s) already, the most --max-restarts allows"
+        elif not self.budget.allows():
+            fatal = self.budget.exhausted()
         else:
             for n in self.topo.sources:
                 if n.op == "stdin":
@@ -995,11 +1050,10 @@ class DataPlane:
         wait = min(longest, first * 2**self.restarts)
         self.restarts += 1
         log.warning(
-            "%s; restarting the data plane (%d of %d) in %.2f s: upstream delivers again what "
+            "%s; restarting the data plane (%s) in %.2f s: upstream delivers again what "
             "was not acknowledged",
             what,
-            self.restarts,
-            self.config.max_restarts,
+            self.budget.spend(),
             wait,
         )
         deadline = self._clock() + wait

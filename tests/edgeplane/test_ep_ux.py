@@ -22,8 +22,12 @@ import pytest
 from byteor_edgeplane_testkit import HERE, ROOT, cleanup_run, unique
 
 from byteor.edgeplane._config import extend_import_path, resolve_options
-from byteor.edgeplane._errors import OptionError
+from byteor.edgeplane._errors import OptionError, RunError
+from byteor.edgeplane._status import StatusSegment
+from byteor.edgeplane._supervisor import DataPlane, PlaneConfig, RestartBudget, _Child
 from byteor.edgeplane.cli import main
+from byteor.exec import StopToken
+from byteor.spec import PipelineSpecV1, parse_spec
 
 pytestmark = pytest.mark.multiprocess
 
@@ -208,3 +212,142 @@ def test_an_unreachable_server_is_one_line_of_ours(tmp_path: Path, run: str, ada
     )
     assert proc.returncode == 1
     assert {"kafka": " aiokafka", "nats": " byteor.adapters.nats"}[adapter] in proc.stderr
+
+
+# -- the restart budget in a sliding window (an injected clock, no processes) ----------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_budget_counts_restarts_within_the_window() -> None:
+    clock = Clock()
+    budget = RestartBudget(2, 60.0, clock)
+    assert budget.spend() == "1 of 2 in 60 s"
+    clock.now = 10.0
+    assert budget.spend() == "2 of 2 in 60 s"
+    clock.now = 59.9
+    assert not budget.allows()
+    assert budget.exhausted().startswith(
+        "restarted 2 time(s) in the last 60 s, the most --max-restarts 2 allows within "
+        "--restart-window 60 (it keeps failing: fix the cause, or allow more"
+    )
+    clock.now = 60.0  # the restart at 0 s leaves the window
+    assert budget.allows() and budget.recent() == 1
+    assert budget.spend() == "2 of 2 in 60 s"
+    clock.now = 69.9
+    assert not budget.allows()
+    clock.now = 70.0
+    assert budget.recent() == 1
+
+
+def test_without_a_window_every_restart_of_the_run_counts() -> None:
+    clock = Clock()
+    budget = RestartBudget(2, 0.0, clock)
+    budget.spend()
+    clock.now = 1e6
+    assert budget.spend() == "2 of 2"
+    clock.now = 1e9
+    assert not budget.allows()
+    assert budget.exhausted().startswith(
+        "restarted 2 time(s) already, the most --max-restarts 2 allows in a run (fix the "
+        "cause, raise --max-restarts, or give --restart-window SECONDS"
+    )
+    assert RestartBudget(0).exhausted().startswith("restarted 0 time(s) already")
+
+
+def _budget_spec() -> PipelineSpecV1:
+    parsed = parse_spec(
+        "byteor.spec = 1\npipeline.name = budget\npipeline.target = lane_graph\n"
+        "lane.a.kind = events\nlane.a.capacity = 64\nlane.a.slot_bytes = 64\n"
+        "source.s.adapter = generator\nsource.s.out = a\n"
+        "sink.k.adapter = stdout\nsink.k.in = a\n"
+    )
+    assert parsed.spec is not None, parsed.findings
+    return parsed.spec
+
+
+def _failing_plane(window: float, clock: Clock) -> tuple[DataPlane, list[float]]:
+    """A data plane whose failures are handed to the supervisor's decision by hand: no
+    process runs, a restart only counts itself as ``_restart`` does and notes the time."""
+    config = PlaneConfig(run="budget", max_restarts=2, restart_window=window)
+    plane = DataPlane(_budget_spec(), config, clock=clock)
+    plane.status = StatusSegment.create("budget", 2, memory=True)
+    restarted: list[float] = []
+
+    def restart(what: str, stop: StopToken) -> None:  # what _restart counts, without processes
+        plane.restarts += 1
+        plane.budget.spend()
+        restarted.append(clock.now)
+
+    plane._restart = restart  # type: ignore[method-assign]
+    return plane, restarted
+
+
+def _crash(plane: DataPlane) -> None:
+    child = _Child("stages", "main", message=("error", "RuntimeError", "boom", True))
+    plane._failure(child, draining=False, stop=StopToken())
+
+
+def test_the_supervisor_fails_when_the_window_holds_max_restarts() -> None:
+    clock = Clock()
+    plane, restarted = _failing_plane(60.0, clock)
+    try:
+        for t in (0.0, 10.0, 61.0):  # at 61 s the first has left the window
+            clock.now = t
+            _crash(plane)
+        assert restarted == [0.0, 10.0, 61.0]
+        clock.now = 65.0  # 10 s and 61 s are within the last 60 s
+        with pytest.raises(RunError) as failed:
+            _crash(plane)
+        assert str(failed.value).startswith(
+            "stages:main failed: boom; restarted 2 time(s) in the last 60 s, the most "
+            "--max-restarts 2 allows within --restart-window 60"
+        )
+        assert restarted == [0.0, 10.0, 61.0] and plane.restarts == 3
+    finally:
+        plane.status.close()  # type: ignore[union-attr]
+
+
+def test_the_supervisor_without_a_window_counts_the_whole_run() -> None:
+    clock = Clock()
+    plane, restarted = _failing_plane(0.0, clock)
+    try:
+        for t in (0.0, 1000.0):
+            clock.now = t
+            _crash(plane)
+        clock.now = 1e6
+        with pytest.raises(RunError, match=r"restarted 2 time\(s\) already"):
+            _crash(plane)
+        assert restarted == [0.0, 1000.0]
+    finally:
+        plane.status.close()  # type: ignore[union-attr]
+
+
+def test_restart_window_option_and_variable() -> None:
+    assert resolve_options({}, {}).restart_window == 0.0
+    assert resolve_options({}, {"EDGEPLANE_RESTART_WINDOW": "600"}).restart_window == 600.0
+    flags = {"restart_window": "30"}
+    assert resolve_options(flags, {"EDGEPLANE_RESTART_WINDOW": "600"}).restart_window == 30.0
+    for bad in ("-1", "soon", "inf", "nan"):
+        with pytest.raises(OptionError, match=r"--restart-window=.*seconds >= 0"):
+            resolve_options({"restart_window": bad}, {})
+    with pytest.raises(ValueError, match="restart_window"):
+        DataPlane(_budget_spec(), PlaneConfig(run="x", restart_window=-1.0))
+
+
+def test_help_lists_the_new_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "EDGEPLANE_RESTART_WINDOW  --restart-window" in out
+    assert "EDGEPLANE_PATH" in out and "--path DIR" in out
+    for command in ("validate", "describe"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "EDGEPLANE_PATH" in capsys.readouterr().out
