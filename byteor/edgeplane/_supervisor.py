@@ -198,7 +198,8 @@ class PlaneConfig:
         restart_window: count only the restarts of the last this many seconds (a sliding
             window); 0: every restart of the run.
         drain_timeout: seconds a graceful stop may take.
-        restart_backoff: the first wait before a restart and the longest (doubling).
+        restart_backoff: the first wait before a restart and the longest: it doubles while
+            restarted planes fail before running again, and starts over once one runs.
         log_format, log_level: how the children log (``None``: they keep what they inherit).
         sink_retry: the backoff between retries of a sink write that failed retriably.
     """
@@ -450,6 +451,7 @@ class DataPlane:
         self._gen: _Generation | None = None
         self._memory = False
         self._recovering_since: float | None = None
+        self._failing = 0  # restarts since a plane last ran (the backoff's exponent)
         self._last_failure = ""
         self.stopped = False
 
@@ -1047,7 +1049,8 @@ class DataPlane:
         self._destroy(gen)
         self._gen = None
         first, longest = self.config.restart_backoff
-        wait = min(longest, first * 2**self.restarts)
+        wait = min(longest, first * 2**self._failing)
+        self._failing += 1
         self.restarts += 1
         log.warning(
             "%s; restarting the data plane (%s) in %.2f s: upstream delivers again what "
@@ -1078,6 +1081,7 @@ class DataPlane:
             took = self._clock() - since
             self.recoveries.append(took)
             self._recovering_since = None
+            self._failing = 0  # it ran: the next failure waits the first backoff again
             log.info("data plane running again %.3f s after %s", took, self._last_failure)
 
     # -- running in this process ----------------------------------------------------------------
