@@ -107,3 +107,27 @@ def test_wait_sees_a_message_without_taking_it(core_make_lane, core_backing: str
     tx.close()
     with pytest.raises(bl.LaneClosed):
         s1.wait(timeout=0)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_batches_larger_than_one_copy_piece_keep_every_byte_and_seq(
+    core_make_lane, mixed: bool
+) -> None:
+    # 4 KiB rows are copied 32 at a time: 100 of them take four pieces, and a bytearray in the
+    # third piece sends the rest of the batch one by one.
+    lane = core_make_lane("events", capacity=128, slot_bytes=4096)
+    tx, rx = lane.sender(), lane.receiver()
+    tx.send(b"first")
+    rx.receive(timeout=0)
+    sent = [bytes([i]) * (4096 - (i % 5 if mixed else 0)) for i in range(100)]
+    items: list[bytes | bytearray] = list(sent)
+    if mixed:
+        items[70] = bytearray(items[70])
+    assert tx.send_batch(items, timeout=0) == 100
+    assert rx.receive_batch_nowait(100, copy=True) == sent
+    seg = lane.segment
+    words = [
+        seg.q[seg.desc_word + 2 * (s % 128) : seg.desc_word + 2 * (s % 128) + 2]
+        for s in (1, 64, 100)
+    ]
+    assert [w.tolist() for w in words] == [[len(sent[s - 1]), s] for s in (1, 64, 100)]
