@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from byteor_edgeplane_testkit import ROOT, cleanup_run, edgeplane, node_pid, unique
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -146,6 +147,16 @@ class Upstream:
         return out
 
 
+async def drop_topic(s: dict[str, str]) -> None:
+    """Delete the run's topic (100,000 orders each run would otherwise stay in the broker)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s["bootstrap"])
+    await admin.start()
+    try:
+        await admin.delete_topics([s["topic"]])
+    finally:
+        await admin.close()
+
+
 def is_child(pid: int, parent: int) -> bool:
     """Whether ``pid`` is alive and a child of ``parent`` (not a reused pid)."""
     try:
@@ -222,7 +233,12 @@ def test_kill_9_of_random_processes_20_times_loses_nothing_kafka_to_nats(tmp_pat
         }
     )
     run = tag
-    sent: list[tuple[bytes, bytes, int, int]] = asyncio.run(demo.seed(s, RECORDS))
+    try:
+        sent: list[tuple[bytes, bytes, int, int]] = asyncio.run(demo.seed(s, RECORDS))
+    except BaseException:
+        asyncio.run(drop_topic(s))
+        asyncio.run(demo.drop_stream(s))
+        raise
     spec = write_spec(tmp_path / "crash.spec", run, s)
     ends: dict[int, int] = {}
     for _, _, partition, offset in sent:
@@ -259,6 +275,7 @@ def test_kill_9_of_random_processes_20_times_loses_nothing_kafka_to_nats(tmp_pat
     try:
         code, out, err, got, committed, killed = asyncio.run(scenario())
     finally:
+        asyncio.run(drop_topic(s))
         asyncio.run(demo.drop_stream(s))
         cleanup_run(run)
     assert code == 0, err
