@@ -1,4 +1,4 @@
-"""The enrich stage of ``pipeline.toml``: ``op = "enrich:enrich"`` (this folder on PYTHONPATH).
+"""The enrich stage of ``pipeline.toml``: ``op = "enrich:enrich"`` (found beside the plan).
 
 A stage op is a plain function from one record's bytes to the bytes it emits (or ``None`` to
 drop the record). This one reads an order, looks its SKU up in a price list and its customer

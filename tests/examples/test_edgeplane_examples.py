@@ -192,7 +192,7 @@ def test_kafka_enrich_nats_every_order_once_in_order_per_customer_and_committed(
     n = 3000
     sent = asyncio.run(demo.seed(s, n))
     try:
-        with edgeplane_run(KAFKA_NATS / "pipeline.toml", env, pythonpath=(KAFKA_NATS,)) as run:
+        with edgeplane_run(KAFKA_NATS / "pipeline.toml", env) as run:  # enrich.py: beside it
             wait_for(
                 sink_holds(run, lambda: asyncio.run(demo.stream_count(s)), n),
                 f"{n} enriched orders in the stream",
