@@ -1119,7 +1119,7 @@ def _table(results: Sequence[dict[str, Any]], rounds: int, machine: str) -> str:
             f"  {r['ratio']:>8.2f}x  {'met' if r['target_met'] else 'MISSED':<7}"
             f"  {r['steady_ratio']:>5.2f}x  {r['wall_hand_s']:>6.2f}  {r['wall_ours_s']:>6.2f}"
             f"  {r['hand_cpu_us']:>5.1f}  {r['ours_cpu_us']:>5.1f}"
-            f"  {r['hand_cpu_us'] / r['ours_cpu_us']:>4.2f}x"
+            f"  {r['hand_cpu_us'] / max(r['ours_cpu_us'], 1e-9):>4.2f}x"
         )
     lat = [r for r in results if r.get("latency")]
     if lat:
