@@ -23,6 +23,7 @@ __all__ = [
     "Headers",
     "RecordRow",
     "make_records",
+    "record_blank",
     "LazyAckRecord",
     "Settler",
     "ack_all",
@@ -355,6 +356,28 @@ _BLANK = _blank_of(Record)
 _SAME_LAYOUT: set[type[Record]] = {Record}
 
 
+def record_blank(cls: type[Record] = Record) -> type | None:
+    """The plain class :func:`make_records` fills for ``cls``, for a source whose rows are
+    not tuples of five (a driver's row objects): an instance of it, its five slots
+    (``payload``, ``key``, ``headers``, ``position``, ``ack``) set by plain attribute stores,
+    becomes a ``cls`` by ``blank.__class__ = cls``, without a tuple made per row for
+    :func:`make_records`. None where the interpreter refuses the class change (build with
+    ``cls(...)`` then); TypeError when ``cls`` adds slots to Record."""
+    blank = _BLANK
+    if blank is None:  # pragma: no cover - an interpreter that refuses the class change
+        return None
+    if cls not in _SAME_LAYOUT:
+        try:
+            blank().__class__ = cls
+        except TypeError:
+            raise TypeError(
+                f"make_records: {cls.__qualname__} adds slots to Record; give it"
+                " __slots__ = () or build its records with its constructor"
+            ) from None
+        _SAME_LAYOUT.add(cls)
+    return blank
+
+
 def make_records(rows: Iterable[RecordRow], cls: type[Record] = Record) -> list[Record]:
     """``[cls(*row) for row in rows]``, in about a third of the time; ``cls`` is
     :class:`Record` or a subclass that adds no slots (e.g. a :class:`LazyAckRecord`).
@@ -366,18 +389,9 @@ def make_records(rows: Iterable[RecordRow], cls: type[Record] = Record) -> list[
     assigning ``__class__`` (allowed between classes of identical layout): ~100 ns. The
     results are ordinary, frozen records.
     """
-    blank = _BLANK
+    blank = record_blank(cls)
     if blank is None:  # pragma: no cover - an interpreter that refuses the class change
         return [cls(*row) for row in rows]  # type: ignore[arg-type]
-    if cls not in _SAME_LAYOUT:
-        try:
-            blank().__class__ = cls
-        except TypeError:
-            raise TypeError(
-                f"make_records: {cls.__qualname__} adds slots to Record; give it"
-                " __slots__ = () or build its records with its constructor"
-            ) from None
-        _SAME_LAYOUT.add(cls)
     out: list[Record] = []
     append = out.append
     for payload, key, headers, position, ack in rows:

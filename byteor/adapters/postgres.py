@@ -79,6 +79,7 @@ from byteor.adapters._record import (
     Record,
     Settler,
     make_records,
+    record_blank,
 )
 from byteor.spec import Delivery
 
@@ -488,15 +489,17 @@ class _Fetched(Settler):
     """The rows one read handed out: their acknowledgement, one object for all of them.
 
     ``ack_all`` / ``nack_all`` settle a batch of them at once; reading a record's ``ack``
-    makes a :class:`_RowAck` for it. ``positions`` are the rows' ``(txid, id)``, in order;
-    ``run``: they were appended to the source's ``_order`` together (a read, not a redo), so
-    while the first is at its front they are its first ``len(positions)`` entries.
+    makes a :class:`_RowAck` for it. ``rows``: the driver's rows of a read, ``(xmin, txid,
+    id, ...)`` in ``(txid, id)`` order, kept as they came (no position object per row); the
+    read is an entry of the source's ``_order`` until every row is behind the committed
+    cursor, ``done`` of them already are. None for a batch handed out again (nacked rows,
+    still in the ``_order`` of their read).
     """
 
-    __slots__ = ("source", "epoch", "positions", "run")
+    __slots__ = ("source", "epoch", "rows", "done")
 
-    def __init__(self, source: PostgresSource, epoch: int, positions: list[Pos], run: bool) -> None:
-        self.source, self.epoch, self.positions, self.run = source, epoch, positions, run
+    def __init__(self, source: PostgresSource, epoch: int, rows: Sequence[Any] | None) -> None:
+        self.source, self.epoch, self.rows, self.done = source, epoch, rows, 0
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
         return _RowAck(self, record)
@@ -561,9 +564,9 @@ class PostgresSource(Source):
         self._read: Pos = (0, 0)  # the last row read from the table
         self._committed: Pos = (0, 0)  # settled up to here, contiguously
         self._stored: Pos = (0, 0)  # what the cursor table holds
-        self._order: deque[Pos] = deque()  # read, not yet behind the committed cursor
+        self._order: deque[_Fetched] = deque()  # reads not yet behind the committed cursor
         self._acked: set[int] = set()  # ids of rows in _order settled out of order
-        self._redo: deque[tuple[Pos, OutRecord]] = deque()
+        self._redo: deque[tuple[int, bytes, bytes | None, Headers]] = deque()  # nacked: id, ...
         self._behind: int | None = None  # rows after the last read, when the read caught up
         self._paused = False
         self._started = False
@@ -685,40 +688,80 @@ class PostgresSource(Source):
         if not self._started or fetched.epoch != self._epoch:
             return  # after the cursor: it will be read again
         if not ok:
-            where = {pos[1]: pos for pos in fetched.positions}
-            self._redo.extend(
-                (where[cast(int, r.position)], OutRecord(r.payload, r.key, r.headers))
-                for r in records
-            )
+            self._redo.extend((cast(int, r.position), r.payload, r.key, r.headers) for r in records)
             return
-        acked, order, positions = self._acked, self._order, fetched.positions
-        if fetched.run and len(records) == len(positions) and order and order[0] is positions[0]:
-            # the common case: a whole read settled at once (ack_all), oldest first — its
-            # rows are the front of _order (no record settles twice, so these are all of
-            # them), and the cursor moves over them without a set
-            popleft = order.popleft
-            for _ in positions:
-                popleft()
-            self._committed = positions[-1]
+        order, rows = self._order, fetched.rows
+        if (
+            rows is not None
+            and not fetched.done
+            and len(records) == len(rows)
+            and order
+            and order[0] is fetched
+        ):
+            # the common case: a whole read settled at once (ack_all), oldest first — no
+            # record settles twice, so these are all its rows, and the cursor moves over
+            # them without a set
+            order.popleft()
+            last = rows[-1]
+            self._committed = (last[1], last[2])
+            if not self._acked:
+                return
         else:
-            acked.update(cast(int, r.position) for r in records)
-        while order and order[0][1] in acked:
-            self._committed = order.popleft()
-            acked.discard(self._committed[1])
+            self._acked.update(cast(int, r.position) for r in records)
+        self._advance()
 
-    def _records(
-        self, positions: list[Pos], rows: list[tuple[bytes, bytes | None, Headers]]
-    ) -> list[Record]:
-        """The records of ``rows`` (redone) at ``positions``: one object each (a
-        LazyAckRecord), a :class:`_Fetched` standing in for their handles."""
-        fetched = _Fetched(self, self._epoch, positions, False)
+    def _advance(self) -> None:
+        """Move the committed cursor over the rows at the front of the order that are in
+        ``_acked`` (settled out of order), forgetting them there."""
+        order, acked = self._order, self._acked
+        while order:
+            read = order[0]
+            rows, at = cast(Sequence[Any], read.rows), read.done
+            while at < len(rows) and rows[at][2] in acked:
+                acked.discard(rows[at][2])
+                at += 1
+            if at > read.done:
+                read.done = at
+                self._committed = (rows[at - 1][1], rows[at - 1][2])
+            if at < len(rows):
+                return
+            order.popleft()
+
+    def _redone(self, again: list[tuple[int, bytes, bytes | None, Headers]]) -> list[Record]:
+        """The records of nacked rows handed out again: one object each (a LazyAckRecord),
+        a :class:`_Fetched` without rows standing in for their handles."""
+        fetched = _Fetched(self, self._epoch, None)
         return make_records(
-            (
-                (payload, key, headers, pos[1], fetched)
-                for pos, (payload, key, headers) in zip(positions, rows, strict=True)
-            ),
+            ((payload, key, headers, rid, fetched) for rid, payload, key, headers in again),
             LazyAckRecord,
         )
+
+    def _handed(self, rows: Sequence[Any], fetched: _Fetched) -> list[Record]:
+        """The records of a read's ``rows``: one object each (a LazyAckRecord), filled
+        straight from the driver's rows (:func:`record_blank`), ``fetched`` standing in for
+        their handles."""
+        blank, cls = record_blank(LazyAckRecord), LazyAckRecord
+        decode = self._decode_headers
+        if blank is None:  # pragma: no cover - an interpreter that refuses the class change
+            return make_records(
+                (
+                    (payload or b"", key, () if headers is None else decode(headers), rid, fetched)
+                    for _, _, rid, payload, key, headers in rows
+                ),
+                cls,
+            )
+        out: list[Record] = []
+        append = out.append
+        for _, _, rid, payload, key, headers in rows:
+            r = blank()
+            r.payload = payload if payload is not None else b""
+            r.key = key
+            r.headers = () if headers is None else decode(headers)
+            r.position = rid
+            r.ack = fetched
+            r.__class__ = cls
+            append(r)
+        return out
 
     async def _flush_cursor(self) -> None:
         pos = self._committed
@@ -737,21 +780,14 @@ class PostgresSource(Source):
         got, take = len(rows), _below_horizon(rows)
         if take < got:
             rows = rows[:take]
-        positions: list[Pos] = [(row[1], row[2]) for row in rows]
         out: list[Record] = []
-        if positions:
-            self._order.extend(positions)
-            fetched, decode = _Fetched(self, self._epoch, positions, True), self._decode_headers
-            out = make_records(
-                (
-                    (payload or b"", key, () if headers is None else decode(headers), rid, fetched)
-                    for _, _, rid, payload, key, headers in rows
-                ),
-                LazyAckRecord,
-            )
+        if take:
+            fetched = _Fetched(self, self._epoch, rows)
+            self._order.append(fetched)
+            out = self._handed(rows, fetched)
+            last = rows[-1]
+            self._read = (last[1], last[2])
         held = got - take
-        if out:
-            self._read = self._order[-1]
         if got == limit and not held:
             self._dirty = True  # a full batch: there may be more
             self._behind = None
@@ -771,9 +807,8 @@ class PostgresSource(Source):
         if self._paused or max_records <= 0:
             return []
         if self._redo:
-            again = [self._redo.popleft() for _ in range(min(max_records, len(self._redo)))]
-            return self._records(
-                [pos for pos, _ in again], [(r.payload, r.key, r.headers) for _, r in again]
+            return self._redone(
+                [self._redo.popleft() for _ in range(min(max_records, len(self._redo)))]
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
@@ -810,12 +845,16 @@ class PostgresSource(Source):
             self._acked.clear()
             await self._link.close()
 
+    def _unsettled(self) -> int:
+        """Rows read and not yet behind the committed cursor."""
+        return sum(len(cast(Sequence[Any], read.rows)) - read.done for read in self._order)
+
     def health(self) -> Health:
         """``lag``: rows after the committed cursor, known when the last read caught up."""
         behind = self._behind
         return Health(
             connected=self._started and self._link.connected,
-            lag=None if behind is None else len(self._order) + behind,
+            lag=None if behind is None else self._unsettled() + behind,
             detail=f"cursor at id {self._committed[1]} (txid {self._committed[0]})",
         )
 

@@ -295,9 +295,11 @@ async def test_a_read_settled_whole_after_a_later_one_moves_the_cursor_over_both
     await ack_all(third[1:])
     assert await src.next_batch(10) == []
     assert await harness.cursor() == 0
+    assert src.health().lag == 7  # settled out of order: nothing behind the cursor yet
     await ack_all(first)
     assert await src.next_batch(10) == []
     assert await harness.cursor() == ids[4]
+    assert src.health().lag == 2  # the third read: one row acked, above an unsettled one
     await ack_all(third[:1])
     await src.stop()
     assert await harness.cursor() == ids[6]
