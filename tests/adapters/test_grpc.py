@@ -4,6 +4,7 @@ real gRPC."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import signal
 import sys
@@ -496,6 +497,62 @@ async def test_batches_settle_without_handles_across_two_streams(source: GrpcSou
                 await call.done_writing()
                 assert await call.code() == grpc.StatusCode.OK
         assert heard == [(3, [], [3]), (13, [], [13])]
+
+
+async def test_messages_split_across_batches_settled_in_pieces(source: GrpcSource) -> None:
+    """A message of 6 handed out as 4 + 2 and settled piecemeal: acks above an unsettled id
+    are listed one by one, the prefix only once it is whole; then records encoded otherwise
+    than protobuf would (an overlong id, an unknown field) arrive without key or headers, and
+    an empty key stays a key."""
+    async with grpc.aio.insecure_channel(source.address) as ch:
+        call = raw_publish(ch)()
+        await call.write(
+            pb.PublishRequest(
+                records=[pb.Record(id=i, payload=bytes([i])) for i in range(1, 7)]
+            ).SerializeToString()
+        )
+        await until(lambda: source.health().lag == 6, "records queued")
+        first = await source.next_batch(4)
+        second = await source.next_batch(4)
+        assert [len(first), len(second), source.health().lag] == [4, 2, 0]
+        assert first[0].ack.state == "pending"  # a handle made: its position comes from it
+        heard: list[tuple[int, list[int]]] = []
+
+        async def hear() -> None:
+            resp = pb.PublishResponse.FromString(await call.read())
+            assert not resp.nacked
+            heard.append((resp.acked_through, list(resp.acked)))
+
+        await ack_all(second)
+        await hear()
+        await ack_all(first[2:])
+        await hear()
+        await ack_all(first[:2])
+        await hear()
+        assert heard == [(0, [5, 6]), (0, [3, 4]), (6, [])]
+        # Positions made when read (here after settling), each once, equal by value.
+        where = [r.position for r in first + second]
+        assert all(type(p) is GrpcPosition for p in where)
+        assert [p.id for p in where] == [1, 2, 3, 4, 5, 6]  # type: ignore[attr-defined]
+        assert len({p.stream for p in where}) == 1  # type: ignore[attr-defined]
+        assert all(r.position is p for r, p in zip(first + second, where, strict=True))
+        assert copy.copy(second[1]) == second[1] and "GrpcPosition(stream=" in repr(second[1])
+
+        overlong_id = b"\x08\x87\x00\x12\x01x"  # id 7 in two bytes
+        unknown_field = b"\x08\x08\x12\x01y\x48\x01"  # id 8, then field 9 = 1
+        odd = b"".join(b"\x0a" + bytes([len(r)]) + r for r in (overlong_id, unknown_field))
+        await call.write(odd)
+        await call.write(
+            pb.PublishRequest(records=[pb.Record(id=9, payload=b"z", key=b"")]).SerializeToString()
+        )
+        got = await take(source, 3)
+        assert content(got) == [(b"x", None, ()), (b"y", None, ()), (b"z", b"", ())]
+        assert [r.position.id for r in got] == [7, 8, 9]  # type: ignore[attr-defined]
+        await ack_all(got)
+        while heard[-1][0] < 9:
+            await hear()
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
 
 
 async def test_the_source_stopping_flushes_acks_and_the_sink_resends_the_rest() -> None:
