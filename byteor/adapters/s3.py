@@ -92,6 +92,7 @@ from byteor.adapters._record import (
     RecordRow,
     Settler,
     make_records,
+    record_blank,
 )
 from byteor.spec import Delivery
 
@@ -238,62 +239,88 @@ def _bad(name: str, at: int, what: str) -> AdapterError:
     )
 
 
-def _frames(data: bytes, name: str) -> Iterator[tuple[bytes, bytes | None, Headers]]:
-    """Payload, key and headers of every frame of ``data`` (an object's body)."""
+#: An object's records split: payloads in order, and the keys and headers of the records that
+#: have them by index (None when none has); most objects carry neither, and splitting them
+#: costs a slice a record.
+_Parts = tuple[list[bytes], "dict[int, bytes] | None", "dict[int, Headers] | None"]
+
+
+def _frames(data: bytes, name: str) -> _Parts:
+    """The records of ``data`` (an object's body), checked frame by frame."""
+    payloads: list[bytes] = []
+    keys: dict[int, bytes] | None = None
+    headers: dict[int, Headers] | None = None
     if not data:
-        return  # an empty object holds no records
+        return payloads, keys, headers  # an empty object holds no records
     if not data.startswith(MAGIC):
         raise _bad(name, 0, "no BYTEOR1 magic")
     at, end = len(MAGIC), len(data)
-    unpack = _FRAME.unpack_from
+    unpack, append = _FRAME.unpack_from, payloads.append
     while at < end:
         if at + 12 > end:
             raise _bad(name, at, "truncated frame header")
         plen, klen, hlen = unpack(data, at)
-        start = at
-        at += 12
-        if at + plen + (0 if klen == _NO_KEY else klen) + hlen > end:
-            raise _bad(name, start, "truncated frame")
-        payload = data[at : at + plen]
-        at += plen
-        key: bytes | None = None
-        if klen != _NO_KEY:
-            key = data[at : at + klen]
-            at += klen
-        if not hlen:
-            yield payload, key, ()
+        start, at = at, at + 12
+        stop = at + plen
+        if klen == _NO_KEY and not hlen:  # the common frame: a payload alone
+            if stop > end:
+                raise _bad(name, start, "truncated frame")
+            append(data[at:stop])
+            at = stop
             continue
-        headers: list[tuple[str, bytes]] = []
-        stop = at + hlen
-        try:
-            while at < stop:
-                (nl,) = _HNAME.unpack_from(data, at)
-                at += 2
-                hname = data[at : at + nl].decode()
-                at += nl
-                (vl,) = _HVALUE.unpack_from(data, at)
-                at += 4
-                headers.append((hname, data[at : at + vl]))
-                at += vl
-        except (struct.error, UnicodeDecodeError) as exc:
-            raise _bad(name, start, f"bad headers: {exc}") from None
-        if at != stop:
-            raise _bad(name, start, "headers overrun their block")
-        yield payload, key, tuple(headers)
+        if stop + (0 if klen == _NO_KEY else klen) + hlen > end:
+            raise _bad(name, start, "truncated frame")
+        index = len(payloads)
+        append(data[at:stop])
+        at = stop
+        if klen != _NO_KEY:
+            if keys is None:
+                keys = {}
+            keys[index] = data[at : at + klen]
+            at += klen
+        if hlen:
+            if headers is None:
+                headers = {}
+            headers[index] = _headers_block(data, at, at + hlen, name, start)
+            at += hlen
+    return payloads, keys, headers
 
 
-def _lines(data: bytes) -> Iterator[tuple[bytes, bytes | None, Headers]]:
+def _headers_block(data: bytes, at: int, stop: int, name: str, start: int) -> Headers:
+    """The headers of the frame at ``start``, in ``data[at:stop]``."""
+    headers: list[tuple[str, bytes]] = []
+    try:
+        while at < stop:
+            (nl,) = _HNAME.unpack_from(data, at)
+            at += 2
+            hname = data[at : at + nl].decode()
+            at += nl
+            (vl,) = _HVALUE.unpack_from(data, at)
+            at += 4
+            headers.append((hname, data[at : at + vl]))
+            at += vl
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise _bad(name, start, f"bad headers: {exc}") from None
+    if at != stop:
+        raise _bad(name, start, "headers overrun their block")
+    return tuple(headers)
+
+
+def _lines(data: bytes) -> _Parts:
     """One record per line (LF or CRLF), no key, no headers."""
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
-    for line in lines:
-        yield (line[:-1] if line.endswith(b"\r") else line), None, ()
+    return [(line[:-1] if line.endswith(b"\r") else line) for line in lines], None, None
 
 
 def decode_object(data: bytes, name: str = "") -> list[OutRecord]:
     """The records of an object body written by :func:`encode_object` (or the sink)."""
-    return [OutRecord(p, k, h) for p, k, h in _frames(data, name)]
+    payloads, keys, headers = _frames(data, name)
+    return [
+        OutRecord(p, keys.get(i) if keys else None, headers.get(i, ()) if headers else ())
+        for i, p in enumerate(payloads)
+    ]
 
 
 def object_key(directory: str, first: int, last: int) -> str:
@@ -976,23 +1003,34 @@ _Data = tuple[bytes, "bytes | None", Headers]  # a record's payload, key and hea
 
 
 class _Read(Settler):
-    """An object read by the source: its records, how many were handed out and acked.
+    """An object read by the source: its records (as split, :data:`_Parts`), how many were
+    handed out and acked.
 
     It is also the acknowledgement of its records (one object for all of them, each record a
     LazyAckRecord): ``ack_all`` counts a batch's records of it at once; reading a record's
     ``ack`` makes an :class:`_ObjectAck` for that one.
     """
 
-    __slots__ = ("source", "key", "records", "handed", "acked", "epoch")
+    __slots__ = ("source", "key", "payloads", "keys", "headers", "handed", "acked", "epoch")
 
-    def __init__(self, source: S3Source, key: str, records: list[_Data], epoch: int) -> None:
-        self.source, self.key, self.records, self.epoch = source, key, records, epoch
+    def __init__(self, source: S3Source, key: str, parts: _Parts, epoch: int) -> None:
+        self.source, self.key, self.epoch = source, key, epoch
+        self.payloads, self.keys, self.headers = parts
         self.handed = 0
         self.acked = 0
 
+    def record(self, index: int) -> _Data:
+        """Payload, key and headers of record ``index``."""
+        keys, headers = self.keys, self.headers
+        return (
+            self.payloads[index],
+            keys.get(index) if keys else None,
+            headers.get(index, ()) if headers else (),
+        )
+
     def make_ack(self, record: LazyAckRecord) -> Ack:
         index = cast(S3Position, record.position)[1]
-        return _ObjectAck(self.source, self, index, self.records[index], self.epoch)
+        return _ObjectAck(self.source, self, index, self.record(index), self.epoch)
 
     def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
         source = self.source
@@ -1001,10 +1039,10 @@ class _Read(Settler):
         if not ok:
             for r in records:
                 index = cast(S3Position, r.position)[1]
-                source._redo.append((self, index, self.records[index]))
+                source._redo.append((self, index, self.record(index)))
             return
         self.acked += len(records)
-        if self.acked == len(self.records):
+        if self.acked == len(self.payloads):
             source._advance()
 
 
@@ -1127,12 +1165,12 @@ class S3Source(_Base, Source):
             return
         read = ack._read
         read.acked += 1
-        if read.acked == len(read.records):
+        if read.acked == len(read.payloads):
             self._advance()
 
     def _advance(self) -> None:
         reads = self._reads
-        while reads and reads[0].acked == len(reads[0].records):
+        while reads and reads[0].acked == len(reads[0].payloads):
             self._committed = reads.popleft().key
 
     async def commit(self) -> None:
@@ -1214,14 +1252,14 @@ class S3Source(_Base, Source):
         key, task = self._fetching[0]
         try:
             data = task.result()
-            records = list(_lines(data) if self._lines else _frames(data, key))
+            parts = _lines(data) if self._lines else _frames(data, key)
         except BaseException:
             self._unfetch()  # tried again at the next call
             raise
         self._fetching.popleft()
-        read = _Read(self, key, records, self._epoch)
+        read = _Read(self, key, parts, self._epoch)
         self._reads.append(read)
-        if records:
+        if read.payloads:
             self._current = read
         else:
             self._advance()
@@ -1230,27 +1268,46 @@ class S3Source(_Base, Source):
         """Hand out nacked records, then the current object's, up to ``max_records``: one
         object each (a LazyAckRecord), their object's :class:`_Read` standing in for their
         handles."""
-        rows: list[RecordRow] = []
         position = tuple.__new__  # S3Position without its Python-level __new__
         redo = self._redo
-        room = max_records - len(out)
-        while redo and len(rows) < room:
-            again, index, data = redo.popleft()
-            rows.append((*data, position(S3Position, (again.key, index)), again))
-        read = self._current
-        if read is not None and len(rows) < room:
-            records, key = read.records, read.key
-            start = read.handed
-            stop = min(len(records), start + room - len(rows))
-            append = rows.append
-            for index in range(start, stop):
-                payload, rkey, headers = records[index]
-                append((payload, rkey, headers, position(S3Position, (key, index)), read))
-            read.handed = stop
-            if stop == len(records):
-                self._current = None
-        if rows:
+        if redo and len(out) < max_records:
+            rows: list[RecordRow] = []
+            while redo and len(out) + len(rows) < max_records:
+                again, index, data = redo.popleft()
+                rows.append((*data, position(S3Position, (again.key, index)), again))
             out.extend(make_records(rows, LazyAckRecord))
+        read = self._current
+        room = max_records - len(out)
+        if read is None or room <= 0:
+            return
+        payloads, key, start = read.payloads, read.key, read.handed
+        stop = min(len(payloads), start + room)
+        read.handed = stop
+        if stop == len(payloads):
+            self._current = None
+        blank, cls = record_blank(LazyAckRecord), LazyAckRecord
+        keys, headers = read.keys, read.headers
+        if blank is None or keys or headers:
+            out.extend(
+                make_records(
+                    (
+                        (*read.record(i), position(S3Position, (key, i)), read)
+                        for i in range(start, stop)
+                    ),
+                    cls,
+                )
+            )
+            return
+        append = out.append  # the common object: payloads alone, filled straight in
+        for index, payload in enumerate(payloads[start:stop], start):
+            r = blank()
+            r.payload = payload
+            r.key = None
+            r.headers = ()
+            r.position = position(S3Position, (key, index))
+            r.ack = read
+            r.__class__ = cls
+            append(r)
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
         if self._stopped:
