@@ -234,7 +234,7 @@ async def test_the_sink_returns_only_after_every_downstream_ack(source: GrpcSour
         await got[0].ack.ack()  # `acked_through` 1
         call = sink._call
         assert call is not None
-        await until(lambda: len(call.pending) == 1, "two acks back at the sink")
+        await until(lambda: call.unsettled == 1, "two acks back at the sink")
         assert not write.done(), "the sink returned with a record unacknowledged"
         await got[1].ack.ack()
         await asyncio.wait_for(write, 5)
@@ -326,7 +326,7 @@ async def test_back_pressure_reaches_the_client_writes() -> None:
         sizes: list[int] = []
 
         def settled_down() -> bool:
-            sizes.append(len(call.pending))  # written (or being written), not acknowledged
+            sizes.append(call.unsettled)  # written (or being written), not acknowledged
             return len(sizes) > 20 and sizes[-1] == sizes[-20]
 
         await until(settled_down, "the client's writes to stop")
