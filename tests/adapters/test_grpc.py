@@ -441,6 +441,32 @@ async def test_broken_protobuf_and_oversized_messages_end_only_their_stream(
         await src.stop()
 
 
+async def test_the_sink_cuts_a_batch_into_messages_by_count_and_size() -> None:
+    """batch_records = 3 and 64 KiB messages: 7 small records go as 3 + 3 + 1, and 5 of
+    25 KiB (each fits, not three together) as 2 + 2 + 1; ids run on across messages."""
+    src = GrpcSource(port=0, max_message_bytes=64 << 10)
+    await src.start()
+    sink = GrpcSink(src.address, batch_records=3, max_message_bytes=64 << 10)
+    await sink.start()
+    try:
+        big = [
+            OutRecord((r.payload * (25 << 10))[: 25 << 10], r.key, r.headers) for r in records(5)
+        ]
+        for sent, parts in ((records(7), [3, 3, 1]), (big, [2, 2, 1])):
+            write = asyncio.create_task(sink.write_batch(sent))
+            n = len(sent)
+            await until(lambda n=n: src.health().lag == n, "the records queued")
+            assert [c.left for c in src._queue] == parts
+            got = await take(src, len(sent))
+            assert content(got) == content(sent)
+            await ack_all(got)
+            await asyncio.wait_for(write, 5)
+        assert [r.position.id for r in got] == [8, 9, 10, 11, 12]  # type: ignore[attr-defined]
+    finally:
+        await sink.stop()
+        await src.stop()
+
+
 async def test_a_generated_client_publishes_and_hears_acks(source: GrpcSource) -> None:
     """What the docs show: ids chosen by the client, acks as `acked_through` and `acked`."""
     async with grpc.aio.insecure_channel(source.address) as ch:
