@@ -806,11 +806,10 @@ class GrpcSource(Source):
         try:
             bare = _BareRequest.FromString(raw)
             bare.DiscardUnknownFields()
-            if bare.ByteSize() == len(raw):
-                msgs, full = bare.records, False
-            else:
-                # One wrapper per record, made once (four passes below).
-                msgs, full = list(pb.PublishRequest.FromString(raw).records), True
+            full = bare.ByteSize() != len(raw)
+            # One wrapper per record, made once for the passes below (a pass over the
+            # repeated field makes a wrapper per record each time: ~70 ns a record).
+            msgs = list((pb.PublishRequest.FromString(raw) if full else bare).records)
         except Exception as exc:  # google.protobuf.message.DecodeError, any flavour
             return (
                 _Code.INVALID_ARGUMENT,
