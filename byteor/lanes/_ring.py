@@ -183,6 +183,8 @@ class Producer(AsyncProducerMixin):
         self._slot = seg.slot_bytes
         self._pay = seg.payload_offset
         self._desc = seg.desc_word
+        self._payloads = seg.payloads
+        self._descriptor_words = seg.descriptors
         self._cur = p + _P_CURSOR
         self._sleep_word = p + _P_CONSUMER_SLEEPING
         self._extra_sleep_words = tuple(
@@ -300,15 +302,15 @@ class Producer(AsyncProducerMixin):
                 f"(slot_bytes={self._slot})"
             )
         i = h & self._mask
-        off = self._pay + i * self._slot
-        self._buf[off : off + n] = data
+        off = i * self._slot
+        self._payloads[off : off + n] = data
+        d = i + i
+        words = self._descriptor_words
+        words[d] = n
+        words[d + 1] = h
+        self._head = h = h + 1
         q = self._q
-        d = self._desc + i + i
-        q[d] = n
-        q[d + 1] = h
-        h += 1
         q[self._cur] = h
-        self._head = h
         if (q[self._sleep_word] or self._extra_sleep_words) and self._sleepers():
             self._wake()
 
@@ -555,6 +557,8 @@ class Consumer(AsyncConsumerMixin):
         self._slot = seg.slot_bytes
         self._pay = seg.payload_offset
         self._desc = seg.desc_word
+        self._payloads = seg.payloads
+        self._descriptor_words = seg.descriptors
         base = seg.c(index)
         self._base = base
         self._cur = base + _C_CURSOR
@@ -684,12 +688,12 @@ class Consumer(AsyncConsumerMixin):
         i = t & self._mask
         # The word holds length | flags << 32; flags are 0 for every message we write, so one
         # comparison both bounds the length and spots flags we do not know.
-        n = self._q[self._desc + i + i]
+        n = self._descriptor_words[i + i]
         if n > self._slot:
             raise self._corrupt(t, n)
-        off = self._pay + i * self._slot
+        off = i * self._slot
         self._pos = t + 1
-        return self._buf[off : off + n]
+        return self._payloads[off : off + n]
 
     def receive_nowait(self) -> memoryview | bytes:
         """Like :meth:`receive` but raise :class:`WouldBlock` instead of waiting."""
@@ -744,12 +748,12 @@ class Consumer(AsyncConsumerMixin):
         every = t + self._every
         self._avail = a if a < every else every
         i = t & self._mask
-        n = q[self._desc + i + i]
+        n = self._descriptor_words[i + i]
         if n > self._slot:
             raise self._corrupt(t, n)
-        off = self._pay + i * self._slot
+        off = i * self._slot
         self._pos = t + 1
-        return self._buf[off : off + n]
+        return self._payloads[off : off + n]
 
     def _producer_alive(self) -> bool:
         q = self._q

@@ -130,13 +130,17 @@ class Segment:
         self.max_consumers = geometry.max_consumers
         self.buf = memoryview(mm)
         self.q = self.buf.cast("Q")
+        self.p = geometry.producer_offset // 8
+        self.desc_word = geometry.descriptors_offset // 8
+        self.payload_offset = geometry.payloads_offset
+        # The payloads and the descriptor words on their own (the hot paths index them from
+        # 0: one addition less a message); released with ``buf`` and ``q`` in close().
+        self.payloads = self.buf[self.payload_offset :]
+        self.descriptors = self.q[self.desc_word :]
         # The address of the mapping, for futex calls. Holding the ctypes object pins an export
         # of the mmap, released in close().
         self._anchor: ctypes.Array[ctypes.c_char] | None = (ctypes.c_char * 1).from_buffer(mm)
         self.address = ctypes.addressof(self._anchor)
-        self.p = geometry.producer_offset // 8
-        self.desc_word = geometry.descriptors_offset // 8
-        self.payload_offset = geometry.payloads_offset
         self._thread_lock = threading.Lock()
         self.closed = False
         # Which segment this is, whichever handle of this process maps it.
@@ -267,6 +271,8 @@ class Segment:
             return
         self.closed = True
         self._anchor = None
+        self.descriptors.release()
+        self.payloads.release()
         self.q.release()
         self.buf.release()
         if self.backing == "memory":
@@ -294,9 +300,7 @@ def _check_geometry(capacity: int, slot_bytes: int, max_consumers: int) -> None:
         )
     if capacity & (capacity - 1):
         lower = 1 << (capacity.bit_length() - 1)
-        raise BadGeometry(
-            f"capacity {capacity} is not a power of two: use {lower} or {lower * 2}"
-        )
+        raise BadGeometry(f"capacity {capacity} is not a power of two: use {lower} or {lower * 2}")
     if (
         not isinstance(slot_bytes, int)
         or slot_bytes < L.MIN_SLOT_BYTES
