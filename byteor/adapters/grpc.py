@@ -259,10 +259,6 @@ def _headers(msg: pb.Record) -> Headers:
     return tuple((h.name, h.value) for h in headers) if headers else ()
 
 
-def _key(msg: pb.Record) -> bytes | None:
-    return msg.key if msg.HasField("key") else None
-
-
 def _bare_request_class() -> Any:
     """A message class for ``PublishRequest`` whose records know only ``id`` and ``payload``
     (``key`` and ``headers`` parse as unknown fields), in a pool of its own."""
@@ -834,7 +830,7 @@ class GrpcSource(Source):
         keys: list[bytes | None] | None = None
         headers: list[Headers] | None = None
         if full:
-            keys = [_key(m) for m in msgs]
+            keys = [m.key if m.HasField("key") else None for m in msgs]
             headers = [_headers(m) for m in msgs]
         stream.last_id = ids[-1]
         stream.window += ids
