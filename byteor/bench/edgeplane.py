@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 import shlex
@@ -85,9 +84,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from byteor.adapters.postgres import table_ddl
+from byteor.bench._common import finish, pick, say, versions, warn_if_busy
 from byteor.bench.adapters._harness import tcp_probe
-from byteor.bench.lanes import BenchFailure, _fmt_rate, _say, machine_info, source_info
-from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+from byteor.bench.lanes import BenchFailure, _fmt_rate, machine_info, source_info
+from byteor.cli._output import EXIT_OK, CliError, emit
 
 if TYPE_CHECKING:
     Conn = asyncpg.Connection[asyncpg.Record]
@@ -923,7 +923,7 @@ async def rss_run(
                             "pending": await pipe.pending(names),
                         }
                     )
-                    _say(
+                    say(
                         f"  rss: {t:5.1f} s  rss {rss / 1024:6.1f} MiB  pss {pss / 1024:6.1f} MiB"
                         f"  pending {samples[-1]['pending']}"
                     )
@@ -1001,11 +1001,11 @@ async def _pipeline_case(
             order: tuple[Side, Side] = ("ours", "hand") if rnd % 2 == 0 else ("hand", "ours")
             for side in order:
                 tag = f"{pipe.name[:5]}-{side}-{rnd}-{uuid.uuid4().hex[:6]}"
-                _say(f"{pipe.name}: {side}, round {rnd + 1} of {rounds} ...")
+                say(f"{pipe.name}: {side}, round {rnd + 1} of {rounds} ...")
                 got = await _bounded(
                     throughput_run(pipe, side, records, op, timeout_s, tag), timeout_s * 3
                 )
-                _say(
+                say(
                     f"  {_fmt_rate(got['rate'])} records/s (steady {_fmt_rate(got['steady_rate'])},"
                     f" wall {got['wall_s']:.2f} s with start-up)"
                 )
@@ -1032,17 +1032,17 @@ async def _pipeline_case(
             rate = latency_rate or round(ours / 2, -2) or 100.0
             doc["latency"] = {}
             for side in ("ours", "hand"):
-                _say(f"{pipe.name}: latency, {side}, {rate:.0f} records/s for {latency_s:.0f} s")
+                say(f"{pipe.name}: latency, {side}, {rate:.0f} records/s for {latency_s:.0f} s")
                 tag = f"{pipe.name[:5]}-lat-{side}-{uuid.uuid4().hex[:6]}"
                 got = await _bounded(
                     latency_run(pipe, side, rate, latency_s, op, timeout_s, tag),
                     timeout_s * 3 + latency_s,
                 )
-                _say(f"  {got['latency_ms']}")
+                say(f"  {got['latency_ms']}")
                 doc["latency"][side] = got
     except Exception as exc:  # a client library's error fails the case, not the benchmark
         doc["status"], doc["detail"] = "failed", f"{type(exc).__name__}: {exc}"
-        _say(f"  FAILED: {doc['detail']}")
+        say(f"  FAILED: {doc['detail']}")
     return doc
 
 
@@ -1066,7 +1066,7 @@ async def run_benchmark(
             out.append({"case": name, "status": "skipped", "detail": why})
             continue
         if name == "rss_sink_stopped":
-            _say(f"rss_sink_stopped: {rss_records} records, the table locked for {hold_s:.0f} s")
+            say(f"rss_sink_stopped: {rss_records} records, the table locked for {hold_s:.0f} s")
             doc: dict[str, Any] = {"case": name, "status": "ok"}
             try:
                 doc.update(
@@ -1077,7 +1077,7 @@ async def run_benchmark(
                 )
             except Exception as exc:  # as in _pipeline_case
                 doc["status"], doc["detail"] = "failed", f"{type(exc).__name__}: {exc}"
-                _say(f"  FAILED: {doc['detail']}")
+                say(f"  FAILED: {doc['detail']}")
             out.append(doc)
             continue
         pipe = PIPELINES[name]()
@@ -1175,16 +1175,6 @@ def _table(results: Sequence[dict[str, Any]], rounds: int, machine: str) -> str:
     return "\n".join(lines)
 
 
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in ("byteor", "aiokafka", "nats-py", "redis", "asyncpg"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def _command(args: argparse.Namespace) -> str:
     parts = ["byteor", "bench", "edgeplane"]
     for flag in ("only", "records", "repeat", "latency_seconds", "latency_rate"):
@@ -1204,13 +1194,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def select(only: Sequence[str] | None) -> list[str]:
-    if not only:
-        return list(CASES)
-    names = [n.strip() for part in only for n in part.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        raise CliError(f"--only: no case {', '.join(unknown)} (known: {', '.join(CASES)})")
-    return list(dict.fromkeys(names))
+    """Case names from ``--only`` (comma-separated, repeatable); all when not given."""
+    return pick(only, CASES, "case")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -1239,12 +1224,8 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     started = time.monotonic()
     machine = machine_info()
-    machine["versions"] = _versions()
-    if machine["load_average"][0] > 0.5:
-        _say(
-            f"warning: the load average is {machine['load_average'][0]:.2f} before the runs:"
-            " something else is using the CPUs and the numbers will be noisy"
-        )
+    machine["versions"] = versions(("byteor", "aiokafka", "nats-py", "redis", "asyncpg"))
+    warn_if_busy(machine)
     results = asyncio.run(
         run_benchmark(
             names,
@@ -1292,15 +1273,7 @@ def run_cli(args: argparse.Namespace) -> int:
         f"{machine['cpus_usable']} CPUs, load average"
         f" {machine['load_average'][0]:.2f} before, {doc['load_average_after'][0]:.2f} after",
     )
-    if failed:
-        text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
-    save = getattr(args, "save", None)
-    if save:
-        with open(save, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-    emit(args, text, doc)
-    return EXIT_FINDINGS if failed else EXIT_OK
+    return finish(args, text, doc, bool(failed))
 
 
 # -- the hand loops' process -----------------------------------------------------------------

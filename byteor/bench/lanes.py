@@ -47,9 +47,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import importlib
-import importlib.metadata
 import itertools
-import json
 import math
 import multiprocessing
 import multiprocessing.context
@@ -73,7 +71,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+from byteor.bench._common import finish, say, speed_warning, versions, warn_if_busy
+from byteor.cli._output import EXIT_OK, CliError, emit
 from byteor.errors import ByteorError
 
 __all__ = [
@@ -1097,11 +1096,6 @@ def select_paths(patterns: Sequence[str], baseline: bool = True) -> list[BenchPa
     return [p for p in PATHS if p.name in chosen]
 
 
-def _say(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
 def _fmt_rate(rate: float) -> str:
     if rate >= 1e6:
         return f"{rate / 1e6:.2f} M"
@@ -1167,12 +1161,7 @@ def measure_check_cost(size: int = 64, n: int = 65536, repeat: int = 5) -> dict[
 
 
 def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in ("byteor", "numpy", "pyzmq", "faster-fifo"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
+    out = versions(("byteor", "numpy", "pyzmq", "faster-fifo"))
     try:
         import zmq
 
@@ -1242,7 +1231,7 @@ def run_benchmark(
     quick: bool = False,
     repeat: int = 3,
     timeout_s: float = 120.0,
-    progress: Callable[[str], None] = _say,
+    progress: Callable[[str], None] = say,
 ) -> list[_Row]:
     """Run every path at every size ``repeat`` times, interleaved; return one row per pair."""
     rows = [_Row(p, size, p.plan(size, quick)) for size in sizes for p in paths]
@@ -1458,11 +1447,7 @@ def run_cli(args: argparse.Namespace) -> int:
     quick = bool(getattr(args, "quick", False))
     started = time.monotonic()
     machine = machine_info()  # before the runs: the load average is the machine's, not ours
-    if machine["load_average"][0] > 0.5:
-        _say(
-            f"warning: the load average is {machine['load_average'][0]:.2f} before the runs:"
-            " something else is using the CPUs and the numbers will be noisy"
-        )
+    warn_if_busy(machine)
     check = measure_check_cost()
     rows = run_benchmark(
         paths, sizes, quick=quick, repeat=repeat, timeout_s=float(getattr(args, "timeout", 120))
@@ -1504,18 +1489,5 @@ def run_cli(args: argparse.Namespace) -> int:
         f"{info['cpus_usable']} CPUs ({info['cpu_model']}), {info['platform']},"
         f" {info['implementation']} {info['python']}",
     )
-    if probes and max(probes) > 1.5 * min(probes):
-        text += (
-            f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
-            f" {min(probes):.1f} to {max(probes):.1f} ns a turn): compare paths run by run"
-            " (--json has every run) or run again"
-        )
-    if failed:
-        text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
-    save = getattr(args, "save", None)
-    if save:
-        with open(save, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-    emit(args, text, doc)
-    return EXIT_FINDINGS if failed else EXIT_OK
+    text += speed_warning(probes, "compare paths run by run (--json has every run) or run again")
+    return finish(args, text, doc, bool(failed))

@@ -75,15 +75,15 @@ from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 
+from byteor.bench._common import finish, say, speed_warning, warn_if_busy
 from byteor.bench.lanes import (
     BenchFailure,
     _fmt_rate,
-    _say,
     _speed_probe_ns,
     machine_info,
     source_info,
 )
-from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+from byteor.cli._output import EXIT_OK, CliError, emit
 from byteor.exec import LaneGraphMP, LaneGraphSP, SingleRing, StageContext
 from byteor.kernel import BatchResult, Emit, StageError, StepResult, step_each
 from byteor.spec import LaneSpec, PipelineSpecV1, SinkSpec, SourceSpec, StageSpec
@@ -729,7 +729,7 @@ def run_benchmark(
     per_mode: Mapping[str, int] = COUNTS,
     repeat: int = 3,
     timeout_s: float = 120.0,
-    progress: Callable[[str], None] = _say,
+    progress: Callable[[str], None] = say,
 ) -> list[_Row]:
     """Run every path in every mode ``repeat`` times, interleaved; return one row per pair."""
     biggest = max(per_mode[m.name] for m in modes)
@@ -994,11 +994,7 @@ def run_cli(args: argparse.Namespace) -> int:
     per_mode = counts(quick, records)
     started = time.monotonic()
     machine = machine_info()
-    if machine["load_average"][0] > 0.5:
-        _say(
-            f"warning: the load average is {machine['load_average'][0]:.2f} before the runs:"
-            " something else is using the CPUs and the numbers will be noisy"
-        )
+    warn_if_busy(machine)
     rows = run_benchmark(
         paths,
         per_mode=per_mode,
@@ -1045,18 +1041,5 @@ def run_cli(args: argparse.Namespace) -> int:
         f"{machine['cpus_usable']} CPUs ({machine['cpu_model']}), {machine['platform']},"
         f" {machine['implementation']} {machine['python']}",
     )
-    if probes and max(probes) > 1.5 * min(probes):
-        text += (
-            f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
-            f" {min(probes):.1f} to {max(probes):.1f} ns a turn): compare targets run by run"
-            " (--json has every run) or run again"
-        )
-    if failed:
-        text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
-    save = getattr(args, "save", None)
-    if save:
-        with open(save, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-    emit(args, text, doc)
-    return EXIT_FINDINGS if failed else EXIT_OK
+    text += speed_warning(probes, "compare targets run by run (--json has every run) or run again")
+    return finish(args, text, doc, bool(failed))

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.metadata
-import json
 import os
 import shlex
 import statistics
@@ -22,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byteor.adapters import AdapterError
+from byteor.bench._common import finish, pick, say, speed_warning, versions, warn_if_busy
 from byteor.bench.adapters._harness import (
     Case,
     Impl,
@@ -35,12 +34,11 @@ from byteor.bench.adapters._harness import (
 from byteor.bench.lanes import (
     BenchFailure,
     _fmt_rate,
-    _say,
     _speed_probe_ns,
     machine_info,
     source_info,
 )
-from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+from byteor.cli._output import EXIT_OK, CliError, emit
 
 __all__ = ["CASES", "TARGET", "Row", "run_benchmark", "summarise", "run_cli"]
 
@@ -62,6 +60,22 @@ SIZE = 128
 BATCH = 500
 REPEAT = 3
 KINDS: tuple[Kind, ...] = ("source", "sink")
+#: the distributions whose versions go into the JSON document
+VERSIONS = (
+    "byteor",
+    "redis",
+    "aiokafka",
+    "nats-py",
+    "aio-pika",
+    "httpx",
+    "uvicorn",
+    "starlette",
+    "websockets",
+    "grpcio",
+    "protobuf",
+    "aioboto3",
+    "asyncpg",
+)
 
 
 @dataclass
@@ -258,7 +272,7 @@ def run_benchmark(
     quick: bool = False,
     repeat: int = REPEAT,
     timeout_s: float = 120.0,
-    progress: Callable[[str], None] = _say,
+    progress: Callable[[str], None] = say,
 ) -> tuple[list[Row], dict[str, str]]:
     """Run every named case (source and sink, ours and by hand) ``repeat`` times, interleaved.
 
@@ -405,30 +419,6 @@ def _table(
     return "\n".join(lines)
 
 
-def _versions(names: Sequence[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in (
-        "byteor",
-        "redis",
-        "aiokafka",
-        "nats-py",
-        "aio-pika",
-        "httpx",
-        "uvicorn",
-        "starlette",
-        "websockets",
-        "grpcio",
-        "protobuf",
-        "aioboto3",
-        "asyncpg",
-    ):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def _command(args: argparse.Namespace) -> str:
     parts = ["byteor", "bench", "adapters"]
     for flag in ("only", "records", "size", "batch"):
@@ -447,13 +437,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def select(only: Sequence[str] | None) -> list[str]:
     """Adapter names from ``--only`` (comma-separated, repeatable); all when not given."""
-    if not only:
-        return list(CASES)
-    names = [n.strip() for part in only for n in part.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        raise CliError(f"--only: no adapter case {', '.join(unknown)} (known: {', '.join(CASES)})")
-    return list(dict.fromkeys(names))
+    return pick(only, CASES, "adapter case")
 
 
 def _positive(args: argparse.Namespace, flag: str, default: int) -> int:
@@ -482,13 +466,9 @@ def run_cli(args: argparse.Namespace) -> int:
     repeat = _positive(args, "repeat", 1 if quick else REPEAT)
     started = time.monotonic()
     machine = machine_info()
-    machine["versions"] = _versions(names)
+    machine["versions"] = versions(VERSIONS)
     machine["start_method"] = None
-    if machine["load_average"][0] > 0.5:
-        _say(
-            f"warning: the load average is {machine['load_average'][0]:.2f} before the runs:"
-            " something else is using the CPUs and the numbers will be noisy"
-        )
+    warn_if_busy(machine)
     rows, servers = run_benchmark(
         names,
         records=records,
@@ -543,17 +523,5 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     if servers:
         text += "\nservers: " + "; ".join(f"{k} {v}" for k, v in servers.items())
-    if probes and max(probes) > 1.5 * min(probes):
-        text += (
-            f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
-            f" {min(probes):.1f} to {max(probes):.1f} ns a turn): compare the pairs in --json"
-        )
-    if failed:
-        text += "\n\nFAILED:\n" + "\n".join(f"  {f}" for f in doc["failures"])
-    save = getattr(args, "save", None)
-    if save:
-        with open(save, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-    emit(args, text, doc)
-    return EXIT_FINDINGS if failed else EXIT_OK
+    text += speed_warning(probes, "compare the pairs in --json")
+    return finish(args, text, doc, bool(failed))
