@@ -9,6 +9,8 @@ where the command has named cases, the ``--only`` choice checked against them
 (:func:`pick`). After: a warning when the machine's own speed moved during the runs
 (:func:`speed_warning`), then :func:`finish` adds the failures under the table, writes the
 JSON document to ``--save``, prints the table or the document and returns the exit code.
+The document records the command that reproduces the run (:func:`command_line`); the table
+ends with what each side ran, one indented paragraph each (:func:`described`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,24 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import shlex
 import sys
+import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
 
-__all__ = ["finish", "pick", "say", "speed_warning", "versions", "warn_if_busy"]
+__all__ = [
+    "command_line",
+    "described",
+    "finish",
+    "pick",
+    "say",
+    "speed_warning",
+    "versions",
+    "warn_if_busy",
+]
 
 BUSY_LOAD = 0.5
 """A one-minute load average above this before the runs makes the numbers noisy."""
@@ -78,6 +91,23 @@ def speed_warning(probes: Sequence[float], advice: str) -> str:
         f"\nwarning: this machine's speed changed during the run (an empty Python loop took"
         f" {min(probes):.1f} to {max(probes):.1f} ns a turn): {advice}"
     )
+
+
+def command_line(words: list[str], args: argparse.Namespace) -> str:
+    """``words`` (the command and its own flags) with ``--quick``, ``--json`` and ``--save``
+    as given, quoted for a shell: the line that runs the benchmark again."""
+    parts = list(words)
+    for flag in ("quick", "json"):
+        if getattr(args, flag, False):
+            parts.append(f"--{flag}")
+    if getattr(args, "save", None):
+        parts += ["--save", args.save]
+    return shlex.join(parts)
+
+
+def described(text: str) -> list[str]:
+    """``text`` as table lines: wrapped at 100 columns, indented, its continuation deeper."""
+    return textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="      ")
 
 
 def finish(args: argparse.Namespace, text: str, doc: Mapping[str, Any], failed: bool) -> int:

@@ -57,7 +57,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shlex
 import signal
 import statistics
 import struct
@@ -84,7 +83,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from byteor.adapters.postgres import table_ddl
-from byteor.bench._common import finish, pick, say, versions, warn_if_busy
+from byteor.bench._common import (
+    command_line,
+    described,
+    finish,
+    pick,
+    say,
+    versions,
+    warn_if_busy,
+)
 from byteor.bench.adapters._harness import tcp_probe
 from byteor.bench.lanes import BenchFailure, _fmt_rate, machine_info, source_info
 from byteor.cli._output import EXIT_OK, CliError, emit
@@ -1164,14 +1171,7 @@ def _table(results: Sequence[dict[str, Any]], rounds: int, machine: str) -> str:
     for r in results:
         if r.get("ours"):
             for who in ("ours", "hand"):
-                lines.extend(
-                    textwrap.wrap(
-                        f"{r['case']}: {who} = {r[who]}",
-                        100,
-                        initial_indent="  ",
-                        subsequent_indent="      ",
-                    )
-                )
+                lines.extend(described(f"{r['case']}: {who} = {r[who]}"))
     return "\n".join(lines)
 
 
@@ -1185,12 +1185,7 @@ def _command(args: argparse.Namespace) -> str:
     for flag in ("hold_seconds", "rss_records"):
         if getattr(args, flag, None) is not None:
             parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    for flag in ("quick", "json"):
-        if getattr(args, flag, False):
-            parts.append(f"--{flag}")
-    if getattr(args, "save", None):
-        parts += ["--save", args.save]
-    return shlex.join(parts)
+    return command_line(parts, args)
 
 
 def select(only: Sequence[str] | None) -> list[str]:

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import importlib
 import os
-import shlex
 import statistics
 import sys
 import textwrap
@@ -20,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byteor.adapters import AdapterError
-from byteor.bench._common import finish, pick, say, speed_warning, versions, warn_if_busy
+from byteor.bench._common import (
+    command_line,
+    described,
+    finish,
+    pick,
+    say,
+    speed_warning,
+    versions,
+    warn_if_busy,
+)
 from byteor.bench.adapters._harness import (
     Case,
     Impl,
@@ -399,23 +407,9 @@ def _table(
     for r in results:
         if r["ours"]:
             for who in ("ours", "hand"):
-                lines.extend(
-                    textwrap.wrap(
-                        f"{r['adapter']} {r['kind']}: {who} = {r[who]}",
-                        100,
-                        initial_indent="  ",
-                        subsequent_indent="      ",
-                    )
-                )
+                lines.extend(described(f"{r['adapter']} {r['kind']}: {who} = {r[who]}"))
             if r.get("bound"):
-                lines.extend(
-                    textwrap.wrap(
-                        f"{r['adapter']} {r['kind']}: bound = {r['bound']['what']}",
-                        100,
-                        initial_indent="  ",
-                        subsequent_indent="      ",
-                    )
-                )
+                lines.extend(described(f"{r['adapter']} {r['kind']}: bound = {r['bound']['what']}"))
     return "\n".join(lines)
 
 
@@ -427,12 +421,7 @@ def _command(args: argparse.Namespace) -> str:
             parts += [f"--{flag}", ",".join(value) if isinstance(value, list) else str(value)]
     if getattr(args, "repeat", REPEAT) != REPEAT:
         parts += ["--repeat", str(args.repeat)]
-    for flag in ("quick", "json"):
-        if getattr(args, flag, False):
-            parts.append(f"--{flag}")
-    if getattr(args, "save", None):
-        parts += ["--save", args.save]
-    return shlex.join(parts)
+    return command_line(parts, args)
 
 
 def select(only: Sequence[str] | None) -> list[str]:
