@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 
 from byteor.cli._output import EXIT_USAGE, add_json_flag
 
@@ -40,18 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lanes.add_argument(
         "--repeat", type=int, default=3, metavar="N", help="runs per path (default: 3)"
     )
-    lanes.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="a run that takes longer fails as hung (default: 120)",
-    )
-    lanes.add_argument(
-        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
-    )
-    lanes.add_argument("--list", action="store_true", help="list the paths and exit")
-    lanes.set_defaults(handler=_run_lanes)
+    _add_run_flags(lanes, "paths", "byteor.bench.lanes")
 
     adapters = bench_sub.add_parser(
         "adapters",
@@ -86,18 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     adapters.add_argument(
         "--quick", action="store_true", help="a tenth of the records, one run per side (~10 s)"
     )
-    adapters.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="a run that takes longer fails as hung (default: 120)",
-    )
-    adapters.add_argument(
-        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
-    )
-    adapters.add_argument("--list", action="store_true", help="list the adapter cases and exit")
-    adapters.set_defaults(handler=_run_adapters)
+    _add_run_flags(adapters, "adapter cases", "byteor.bench.adapters")
 
     pipeline = bench_sub.add_parser(
         "pipeline",
@@ -133,18 +113,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pipeline.add_argument(
         "--repeat", type=int, metavar="N", help="runs per target and mode (default: 3; --quick 1)"
     )
-    pipeline.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="a run that takes longer fails as hung (default: 120)",
-    )
-    pipeline.add_argument(
-        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
-    )
-    pipeline.add_argument("--list", action="store_true", help="list the targets and exit")
-    pipeline.set_defaults(handler=_run_pipeline)
+    _add_run_flags(pipeline, "targets", "byteor.bench.pipeline")
 
     edgeplane = bench_sub.add_parser(
         "edgeplane",
@@ -202,18 +171,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="records upstream of the blocked sink (default: 200000; --quick 50000)",
     )
-    edgeplane.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="a run that takes longer fails as hung (default: 120)",
-    )
-    edgeplane.add_argument(
-        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
-    )
-    edgeplane.add_argument("--list", action="store_true", help="list the cases and exit")
-    edgeplane.set_defaults(handler=_run_edgeplane)
+    _add_run_flags(edgeplane, "cases", "byteor.bench.edgeplane")
 
     def _help(args: argparse.Namespace) -> int:
         bench.print_help()
@@ -222,26 +180,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.set_defaults(handler=_help)
 
 
-def _run_lanes(args: argparse.Namespace) -> int:
-    # Imported on use: the benchmark pulls in numpy and the peers, the rest of the CLI must not.
-    from byteor.bench.lanes import run_cli
+def _add_run_flags(parser: argparse.ArgumentParser, listed: str, module: str) -> None:
+    """The flags every bench command takes (--timeout, --save, --list) and its handler: the
+    ``run_cli`` of ``module``, imported on use (the benchmarks pull in numpy, the peers and
+    the client libraries; the rest of the CLI must not)."""
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a run that takes longer fails as hung (default: 120)",
+    )
+    parser.add_argument(
+        "--save", metavar="FILE", help="also write the JSON document to FILE (with the table)"
+    )
+    parser.add_argument("--list", action="store_true", help=f"list the {listed} and exit")
 
-    return run_cli(args)
+    def run(args: argparse.Namespace) -> int:
+        run_cli: Callable[[argparse.Namespace], int] = importlib.import_module(module).run_cli
+        return run_cli(args)
 
-
-def _run_pipeline(args: argparse.Namespace) -> int:
-    from byteor.bench.pipeline import run_cli
-
-    return run_cli(args)
-
-
-def _run_adapters(args: argparse.Namespace) -> int:
-    from byteor.bench.adapters import run_cli
-
-    return run_cli(args)
-
-
-def _run_edgeplane(args: argparse.Namespace) -> int:
-    from byteor.bench.edgeplane import run_cli
-
-    return run_cli(args)
+    parser.set_defaults(handler=run)
