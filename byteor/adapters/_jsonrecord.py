@@ -29,6 +29,8 @@ __all__ = [
     "read_record",
     "idempotency_key",
     "RECORD_FIELDS",
+    "BINARY_ONLY",
+    "TEXT_ONLY",
     "HEADER_VALUE",
 ]
 
@@ -102,6 +104,12 @@ _b64decode: Final = binascii.a2b_base64
 #: Fields that take the full reading: with none of them, a record is its payload alone.
 _NOT_BINARY_ONLY: Final = frozenset({"payload", "key", "key_b64", "headers"})
 _NOT_TEXT_ONLY: Final = frozenset({"payload_b64", "key", "key_b64", "headers"})
+#: The fields of a record that is its payload alone, in base64 / as text (an idempotency key
+#: at most): an object of a ``dict`` whose fields are within one of them and whose payload
+#: field is a string that decodes is ``OutRecord(payload)``, which a reader of many records may
+#: take without :func:`read_record` (anything else goes through it, which says what is wrong).
+BINARY_ONLY: Final = RECORD_FIELDS - _NOT_BINARY_ONLY
+TEXT_ONLY: Final = RECORD_FIELDS - _NOT_TEXT_ONLY
 
 
 def read_record(obj: object, where: str, fields: frozenset[str] = RECORD_FIELDS) -> OutRecord:

@@ -204,6 +204,8 @@ def test_batch_format_round_trips_every_field(fmt: Any) -> None:
 def test_ndjson_tolerates_crlf_and_blank_lines() -> None:
     body = b'\r\n{"payload": "a"}\r\n\r\n  \n{"payload_b64": "Yg==", "key": null}'
     assert decode_batch(body) == [OutRecord(b"a"), OutRecord(b"b")]
+    body = b'\xef\xbb\xbf{"payload": "a"} \n\t{"payload_b64": "Yg=="}\n{"payload": "c"}\n'
+    assert decode_batch(body) == [OutRecord(b"a"), OutRecord(b"b"), OutRecord(b"c")]
     assert decode_batch(b"") == [] and decode_batch(b"[]", "json") == []
 
 
@@ -219,6 +221,9 @@ BAD_BATCHES = [
     (b'{"payload": "a", "headers": [{"name": "n"}]}', "line 1, headers[0]: a header needs value"),
     (b'{"payload": "\\ud800"}', "line 1: payload is not valid Unicode"),
     (b'{"payload": "\xff"}', "line 1: not UTF-8"),
+    (b'{"payload": "a"}\n\n{"payload": "b"}, {"payload": "c"}', "line 3: not valid JSON"),
+    (b'{"payload": "a"}\n {"payload": "b"} x\n{"payload": "\xff"}', "line 2: not valid JSON"),
+    (b'{"payload": "a"}\n{"payload": "b"}\n{"payload": "\xff"}', "line 3: not UTF-8"),
     (b"[" * 100_000, "line 1: not valid JSON (RecursionError"),
     (b'{"payload": "a", "n": ' + b"7" * 5_000 + b"}", "line 1: not valid JSON (ValueError"),
 ]
@@ -431,6 +436,47 @@ async def test_a_nack_in_admitted_mode_hands_the_record_out_again(
         assert again.payload == b"a" and again.position == rec.position
         await again.ack.ack()
         assert src.statistics().used == 0
+    finally:
+        await src.stop()
+
+
+async def test_requests_are_handed_out_in_pieces_with_their_keys_and_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    """Records keep their key, headers and position whether a take ends inside a request or
+    spans two, and when nacked ones are handed out again."""
+    src = HttpSource(port=0)
+    await src.start()
+    first = [
+        OutRecord(b"p0"),
+        OutRecord(b"p1", b"k1", (("h", b"1"),)),
+        OutRecord(b"\xff2"),
+        OutRecord(b"p3", None, (("h", b"3"), ("h", b"\x00"))),
+    ]
+    second = [OutRecord(b"p4", b""), OutRecord(b"p5")]
+    try:
+        json_type = {"content-type": "application/json"}
+        for body, ctype in (
+            (encode_batch(first), NDJSON),
+            (encode_batch(second, "json"), json_type),
+        ):
+            resp = await client.post(src.batch_url, content=body, headers=ctype)
+            assert resp.status_code == 202, resp.text
+        assert src.statistics().queued == 6
+        got = await src.next_batch(3)
+        assert src.statistics().queued == 3
+        got += await src.next_batch(10)
+        assert [r.out() for r in got] == first + second
+        assert [r.position for r in got] == [0, 1, 2, 3, 4, 5]
+        await nack_all([got[1], got[3], got[4]])
+        await ack_all([got[0], got[2], got[5]])
+        again = await src.next_batch(2)
+        again += await src.next_batch(10)
+        assert [(r.out(), r.position) for r in again] == [
+            (first[1], 1), (first[3], 3), (second[0], 4)
+        ]  # fmt: skip
+        await ack_all(again)
+        assert src.statistics().used == 0 and src.statistics().queued == 0
     finally:
         await src.stop()
 
@@ -771,8 +817,8 @@ class KillsItsClient(HttpSource):
     victim: asyncio.subprocess.Process | None = None
     requests = 0
 
-    async def _admit(self, records: list[OutRecord]) -> Response:
-        answer = await super()._admit(records)
+    async def _admit(self, batch: Any) -> Response:
+        answer = await super()._admit(batch)
         self.requests += 1
         if self.requests == 25 and self.victim is not None:
             self.victim.send_signal(signal.SIGKILL)
