@@ -66,7 +66,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -268,15 +268,19 @@ class Pipeline:
         """Release the admin connections."""
 
 
-class _Pacer:
-    """How many records are due at ``now``: ``rate`` a second since the start."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.t0 = time.monotonic()
-
-    def due(self, done: int) -> int:
-        return int((time.monotonic() - self.t0) * self.rate) - done
+async def _chunks(seqs: range, rate: float) -> AsyncIterator[range]:
+    """``seqs`` in the chunks a producer sends: 1000 at a time as fast as they are taken, or,
+    with ``rate`` > 0, the records due by now at ``rate`` a second since the first."""
+    t0 = time.monotonic()
+    i = seqs.start
+    while i < seqs.stop:
+        n = int((time.monotonic() - t0) * rate) - (i - seqs.start) if rate else 1000
+        if n <= 0:
+            await asyncio.sleep(0.002)
+            continue
+        chunk = range(i, min(seqs.stop, i + n))
+        yield chunk
+        i = chunk.stop
 
 
 class KafkaNats(Pipeline):
@@ -324,18 +328,11 @@ class KafkaNats(Pipeline):
         ends: dict[int, int] = {}
         try:
             futures: list[Any] = []
-            pacer = _Pacer(rate) if rate else None
-            i = seqs.start
-            while i < seqs.stop:
-                n = 1000 if pacer is None else pacer.due(i - seqs.start)
-                if n <= 0:
-                    await asyncio.sleep(0.002)
-                    continue
-                for seq in range(i, min(seqs.stop, i + n)):
+            async for chunk in _chunks(seqs, rate):
+                for seq in chunk:
                     rec = make_record(seq, time.time_ns())
                     futures.append(await producer.send(names["topic"], rec))
-                i = min(seqs.stop, i + n)
-                if pacer is None or len(futures) > 5000:
+                if not rate or len(futures) > 5000:
                     for meta in await asyncio.gather(*futures):
                         ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
                     futures.clear()
@@ -517,20 +514,12 @@ class RedisPg(Pipeline):
 
     async def produce(self, names: dict[str, str], seqs: range, rate: float = 0.0) -> Any:
         client, stream = self._r(), names["stream"]
-        pacer = _Pacer(rate) if rate else None
         last: bytes = b""
-        i = seqs.start
-        while i < seqs.stop:
-            n = 1000 if pacer is None else pacer.due(i - seqs.start)
-            if n <= 0:
-                await asyncio.sleep(0.002)
-                continue
+        async for chunk in _chunks(seqs, rate):
             pipe = client.pipeline(transaction=False)
-            for seq in range(i, min(seqs.stop, i + n)):
+            for seq in chunk:
                 pipe.xadd(stream, {b"p": make_record(seq, time.time_ns())})
-            ids = await pipe.execute()
-            last = ids[-1]
-            i = min(seqs.stop, i + n)
+            last = (await pipe.execute())[-1]
         return last
 
     async def settled(self, names: dict[str, str], ends: Any) -> bool:
