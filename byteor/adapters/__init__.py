@@ -33,6 +33,7 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
+    RecordBatch,
     RecordRow,
     Settler,
     ack_all,
@@ -68,6 +69,7 @@ __all__ = [
     "make_records",
     "RecordRow",
     "LazyAckRecord",
+    "RecordBatch",
     "Settler",
     # the contract
     "Source",

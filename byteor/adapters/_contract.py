@@ -58,8 +58,10 @@ class Source(ABC):
         """Connect; after this, :meth:`next_batch` may be called."""
 
     @abstractmethod
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
-        """Up to ``max_records`` ready records, waiting at most ``timeout_s`` for the first."""
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """Up to ``max_records`` ready records, waiting at most ``timeout_s`` for the first:
+        a list, or a :class:`~byteor.adapters.RecordBatch` (the same records, made from its
+        columns when read)."""
 
     @abstractmethod
     def pause(self) -> None:

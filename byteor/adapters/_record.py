@@ -4,14 +4,25 @@ A source hands out :class:`Record` objects, each with an :class:`Ack`. Settling 
 downstream's promise about that record: ``ack`` means *fully processed and confirmed by every
 sink*, ``nack`` means *deliver it again*. An acknowledgement settles once; the source decides
 when to tell upstream (it commits in order, never ahead of an unsettled record).
+
+Theory of operation (batches). A source may hand out a :class:`RecordBatch` instead of a list:
+the batch's columns (payloads, keys, headers, positions) and one :class:`Settler` for all of
+its records. A consumer that wants the columns reads them and never makes a record; one that
+indexes or iterates gets :class:`LazyAckRecord` objects, made on first access and kept (the
+same object every time). :func:`ack_all` / :func:`nack_all` of the whole batch then settle it
+with one :meth:`Settler.settle_batch` call and a state on the batch: nothing per record when
+no record was made, one look at each record made otherwise (to refuse the batch if one of them
+was settled on its own, and to mark them settled). Records settled one by one, or a list of
+some of the batch's records, go the per-record way, as for any LazyAckRecord.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Literal, Self
+from itertools import repeat
+from typing import Literal, Self, cast, overload
 
 from byteor.adapters._errors import AckError
 
@@ -25,6 +36,7 @@ __all__ = [
     "make_records",
     "record_blank",
     "LazyAckRecord",
+    "RecordBatch",
     "Settler",
     "ack_all",
     "nack_all",
@@ -147,6 +159,17 @@ class Settler(ABC):
         ``ack`` (``ok``) or ``nack`` would have one by one; a plain method when telling the
         source needs no I/O, else it returns an awaitable."""
 
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> Awaitable[None] | None:
+        """Settle every record of ``batch`` (one of ours, whole, pending and once; already
+        marked settled) as :meth:`settle` would have them: what :func:`ack_all` /
+        :func:`nack_all` of a whole :class:`RecordBatch` call. Override to settle from the
+        batch's columns without its records.
+
+        The default makes the batch's records (they read as settled) and hands them to
+        :meth:`settle`, so a Settler written before batches existed keeps working.
+        """
+        return self.settle(cast("list[LazyAckRecord]", batch.records()), ok)
+
     def settled_ack(self, state: AckState) -> Ack:
         """What ``ack`` reads for one of our records once ``ack_all`` / ``nack_all`` settled
         it: a handle in ``state`` that refuses to settle again (asked once per call, may be
@@ -162,12 +185,20 @@ async def ack_all(records: Iterable[Record]) -> None:
     takes its records at once, and a :class:`LazyAckRecord` needs no handle made. Records
     with handles settle first, then lazy ones, each source's in batch order. If any record
     was settled before (or appears twice), AckError is raised and this call settles none.
+    A whole :class:`RecordBatch` settles through its Settler's :meth:`Settler.settle_batch`,
+    without its records.
     """
+    if isinstance(records, RecordBatch):
+        await records._settle("acked", True)
+        return
     await _settle_all(records, "acked", True)
 
 
 async def nack_all(records: Iterable[Record]) -> None:
     """``nack`` every record of a batch (deliver them again), like :func:`ack_all`."""
+    if isinstance(records, RecordBatch):
+        await records._settle("nacked", False)
+        return
     await _settle_all(records, "nacked", False)
 
 
@@ -404,3 +435,220 @@ def make_records(rows: Iterable[RecordRow], cls: type[Record] = Record) -> list[
         r.__class__ = cls
         append(r)
     return out
+
+
+_Positions = Sequence[object] | Callable[[], Sequence[object]]
+
+
+def _check_positions(positions: Sequence[object], n: int) -> None:
+    if len(positions) != n:
+        raise ValueError(
+            f"RecordBatch: {len(positions)} positions for {n} payloads; give one per payload"
+        )
+
+
+class RecordBatch(Sequence[Record]):
+    """A source's batch as columns: an immutable sequence of :class:`LazyAckRecord` made
+    from them only when read (see the module docstring).
+
+    Args:
+        payloads: one payload per record.
+        keys: one key per record, or None when every key is None.
+        headers: one headers tuple per record, or None when every record has none.
+        positions: one position per record, or a function that gives them (called once,
+            when a record is first made, or the positions read).
+        settler: the Settler of every record of the batch.
+
+    ``payloads``, ``keys`` and ``headers`` are the columns as given (not copies: read them,
+    do not change them). Indexing or iterating makes each record once and keeps it, so
+    ``batch[i] is batch[i]`` and ``batch[i].ack`` is the record's handle as for any
+    LazyAckRecord. Equal to a list (or batch) of equal records; ``+`` gives a list.
+    """
+
+    __slots__ = (
+        "payloads",
+        "keys",
+        "headers",
+        "_positions",
+        "settler",
+        "_made",
+        "_whole",
+        "_state",
+    )
+
+    def __init__(
+        self,
+        payloads: list[bytes],
+        keys: list[bytes | None] | None,
+        headers: list[Headers] | None,
+        positions: _Positions,
+        settler: Settler,
+    ) -> None:
+        n = len(payloads)
+        for name, column in (("keys", keys), ("headers", headers)):
+            if column is not None and len(column) != n:
+                raise ValueError(
+                    f"RecordBatch: {len(column)} {name} for {n} payloads; give one per payload,"
+                    " or None when every record has none"
+                )
+        if not callable(positions):
+            _check_positions(positions, n)
+        self.payloads = payloads
+        self.keys = keys
+        self.headers = headers
+        self._positions = positions
+        self.settler = settler
+        #: The records made so far, by index (None: not made); None until one is made.
+        self._made: list[Record | None] | None = None
+        self._whole = False  # every record made
+        self._state: AckState = "pending"  # settled as a whole by ack_all / nack_all
+
+    @property
+    def state(self) -> AckState:
+        """``pending`` until :func:`ack_all` / :func:`nack_all` settled the whole batch
+        (records settled one by one leave it pending)."""
+        return self._state
+
+    @property
+    def positions(self) -> Sequence[object]:
+        """The position of each record (the source's function called the first time)."""
+        positions = self._positions
+        if callable(positions):
+            positions = self._positions = positions()
+            _check_positions(positions, len(self.payloads))
+        return positions
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            return self.records()[index]
+        n = len(self.payloads)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("RecordBatch index out of range")
+        made = self._made
+        if made is None:
+            made = self._made = [None] * n
+        r = made[index]
+        if r is None:
+            r = made[index] = self._make(index)
+        return r
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordBatch | list):
+            return self.records() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Iterable[Record]) -> list[Record]:
+        if isinstance(other, RecordBatch | list):
+            return self.records() + list(other)
+        return NotImplemented
+
+    def __radd__(self, other: Iterable[Record]) -> list[Record]:
+        if isinstance(other, list):
+            return other + self.records()
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<RecordBatch of {len(self.payloads)} records, {self._state}>"
+
+    def records(self) -> list[Record]:
+        """Every record of the batch, in order (a new list; each record is made once)."""
+        made = self._made
+        if made is None:  # none made yet: all at once
+            made = self._made = self._make_all()  # type: ignore[assignment]
+        elif not self._whole:
+            make = self._make
+            for i, r in enumerate(made):
+                if r is None:
+                    made[i] = make(i)
+        self._whole = True
+        return made.copy()  # type: ignore[union-attr,return-value]
+
+    def _ack(self) -> Ack | Settler:
+        state = self._state
+        return self.settler if state == "pending" else self.settler.settled_ack(state)
+
+    def _make(self, i: int) -> Record:
+        keys, headers = self.keys, self.headers
+        return LazyAckRecord(
+            self.payloads[i],
+            None if keys is None else keys[i],
+            () if headers is None else headers[i],
+            self.positions[i],
+            self._ack(),  # type: ignore[arg-type]
+        )
+
+    def _make_all(self) -> list[Record]:
+        """Every record, none made before: filled as :func:`make_records` fills them."""
+        keys, headers, ack = self.keys, self.headers, self._ack()
+        rows = zip(
+            self.payloads,
+            repeat(None) if keys is None else keys,
+            repeat(()) if headers is None else headers,
+            self.positions,
+            strict=False,  # a column of None / () is a repeat
+        )
+        blank, cls = _BLANK, LazyAckRecord
+        if blank is None:  # pragma: no cover - an interpreter that refuses the class change
+            return [cls(p, k, h, q, ack) for p, k, h, q in rows]  # type: ignore[arg-type]
+        out: list[Record] = []
+        append = out.append
+        for payload, key, header, position in rows:
+            r = blank()
+            r.payload = payload
+            r.key = key
+            r.headers = header
+            r.position = position
+            r.ack = ack
+            r.__class__ = cls
+            append(r)
+        return out
+
+    async def _settle(self, state: AckState, ok: bool) -> None:
+        """The whole batch settles: at most one look at each record made (none made: O(1)),
+        then one :meth:`Settler.settle_batch`. AckError, and nothing settled, when the batch
+        or one of its records was settled before."""
+        if self._state != "pending":
+            raise AckError(f"acknowledgement already settled (the batch was {self._state})")
+        settler, made = self.settler, self._made
+        handles: list[Ack] = []
+        if made is not None:
+            for r in made:
+                if r is None:
+                    continue
+                held = _get_ack(r)
+                if held is settler:
+                    continue
+                if not isinstance(held, Ack) or held._state != "pending":
+                    state_was = held._state if isinstance(held, Ack) else "settled"
+                    raise AckError(
+                        f"acknowledgement already settled ({state_was}): a record of this"
+                        " batch was settled on its own; settle the others one by one"
+                    )
+                handles.append(held)  # made and not settled: the batch settles it
+        self._state = state
+        if made is not None:
+            mark = settler.settled_ack(state)
+            for h in handles:
+                h._state = state
+            for r in made:
+                if r is not None and _get_ack(r) is settler:
+                    _set_ack(r, mark)
+        done = settler.settle_batch(self, ok)
+        if done is not None:
+            await done

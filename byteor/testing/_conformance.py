@@ -91,7 +91,7 @@ async def _collect(source: Source, n: int, deadline_s: float = ARRIVE_S) -> list
     return got
 
 
-async def _nothing_more(source: Source) -> list[Record]:
+async def _nothing_more(source: Source) -> Sequence[Record]:
     return await source.next_batch(1000, timeout_s=QUIET_S)
 
 

@@ -15,18 +15,18 @@ from byteor.bench.adapters._harness import READ_WAIT_S, SinkSide, SourceSide, ba
 __all__ = ["AdapterSource", "AdapterSink"]
 
 
-class AdapterSource(SourceSide[list[Record]]):
+class AdapterSource(SourceSide[Sequence[Record]]):
     def __init__(self, source: Source) -> None:
         self._src = source
 
     async def open(self) -> None:
         await self._src.start()
 
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], Sequence[Record]]:
         recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
         return [r.payload for r in recs], recs
 
-    async def ack(self, token: list[Record]) -> None:
+    async def ack(self, token: Sequence[Record]) -> None:
         await ack_all(token)
 
     async def close(self) -> None:
