@@ -612,19 +612,24 @@ PROBES["redis_pg"] += ("127.0.0.1:5432",)
 # -- processes: launching, stopping, their memory and CPU ----------------------------------
 
 
+def _stat(pid: int | str) -> list[bytes]:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the parent
+    pid, ...: proc(5)'s field 3 on); empty when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    # The command name may hold spaces and parentheses: the fields start after the last ')'.
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
 def _children(root: int) -> list[int]:
     """``root`` and every live descendant (from ``/proc/*/stat``)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
+        if entry.isdigit() and (fields := _stat(entry)):
+            parents.setdefault(int(fields[1]), []).append(int(entry))
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -650,12 +655,9 @@ def _memory_kib(pid: int) -> tuple[int, int]:
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    fields = _stat(pid)
+    if not fields:
         return 0.0
-    fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
