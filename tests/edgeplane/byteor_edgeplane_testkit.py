@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,47 @@ def pending(client: redis.Redis, stream: str, group: str) -> int:
     return int(info["pending"])
 
 
+def one_stage_spec(
+    path: Path,
+    run: str,
+    source: tuple[str, Mapping[str, object]],
+    sink: tuple[str, Mapping[str, object]],
+    *,
+    op: str = "byteor_edgeplane_testops:upper",
+    process: str = "w1",
+    capacity: int = 1024,
+    slot_bytes: tuple[int, int] = (64, 64),
+    names: tuple[str, str, str] = ("src", "up", "dst"),
+) -> Path:
+    """Write a lane_graph spec: ``source`` (adapter, params) -> lane ``raw`` -> the stage
+    ``op`` in its own ``process`` -> lane ``out`` -> ``sink`` (adapter, params). ``names``:
+    the source's, the stage's and the sink's; ``slot_bytes``: raw's and out's."""
+    src, stage, dst = names
+    lines = [
+        "byteor.spec = 1",
+        f"pipeline.name = {run}",
+        "pipeline.target = lane_graph",
+    ]
+    for lane, slot in zip(("raw", "out"), slot_bytes, strict=True):
+        lines += [
+            f"lane.{lane}.kind = events",
+            f"lane.{lane}.capacity = {capacity}",
+            f"lane.{lane}.slot_bytes = {slot}",
+        ]
+    lines += [f"source.{src}.adapter = {source[0]}", f"source.{src}.out = raw"]
+    lines += [f"source.{src}.param.{k} = {v}" for k, v in source[1].items()]
+    lines += [
+        f"stage.{stage}.op = {op}",
+        f"stage.{stage}.in = raw",
+        f"stage.{stage}.out = out",
+        f"stage.{stage}.process = {process}",
+    ]
+    lines += [f"sink.{dst}.adapter = {sink[0]}", f"sink.{dst}.in = out"]
+    lines += [f"sink.{dst}.param.{k} = {v}" for k, v in sink[1].items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def redis_spec(
     path: Path,
     run: str,
@@ -73,33 +114,14 @@ def redis_spec(
     url: str = REDIS_URL,
 ) -> Path:
     """Redis stream -> upper-casing stage (in its own process) -> Redis stream."""
-    path.write_text(
-        f"""byteor.spec = 1
-pipeline.name = {run}
-pipeline.target = lane_graph
-lane.raw.kind = events
-lane.raw.capacity = {capacity}
-lane.raw.slot_bytes = 64
-lane.out.kind = events
-lane.out.capacity = {capacity}
-lane.out.slot_bytes = 64
-source.src.adapter = redis
-source.src.out = raw
-source.src.param.url = {url}
-source.src.param.stream = {stream_in}
-source.src.param.group = {run}
-source.src.param.consumer = {run}-src
-stage.up.op = byteor_edgeplane_testops:upper
-stage.up.in = raw
-stage.up.out = out
-stage.up.process = {process}
-sink.dst.adapter = redis
-sink.dst.in = out
-sink.dst.param.url = {url}
-sink.dst.param.stream = {stream_out}
-"""
+    return one_stage_spec(
+        path,
+        run,
+        ("redis", {"url": url, "stream": stream_in, "group": run, "consumer": f"{run}-src"}),
+        ("redis", {"url": url, "stream": stream_out}),
+        process=process,
+        capacity=capacity,
     )
-    return path
 
 
 def edgeplane(*args: str, **kwargs: Any) -> subprocess.Popen[str]:

@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
-from byteor_edgeplane_testkit import ROOT, cleanup_run, edgeplane, node_pid, unique
+from byteor_edgeplane_testkit import (
+    ROOT,
+    cleanup_run,
+    edgeplane,
+    node_pid,
+    one_stage_spec,
+    unique,
+)
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -67,36 +74,25 @@ def write_spec(path: Path, run: str, s: dict[str, str]) -> Path:
     """Kafka (the example's topic and group, short group timeouts so a restarted consumer
     rejoins in about a second) -> the example's enrich op in its own process -> NATS
     JetStream without de-duplication ids."""
-    path.write_text(
-        f"""byteor.spec = 1
-pipeline.name = {run}
-pipeline.target = lane_graph
-lane.raw.kind = events
-lane.raw.capacity = {CAPACITY}
-lane.raw.slot_bytes = 256
-lane.out.kind = events
-lane.out.capacity = {CAPACITY}
-lane.out.slot_bytes = 512
-source.orders.adapter = kafka
-source.orders.out = raw
-source.orders.param.bootstrap_servers = {s["bootstrap"]}
-source.orders.param.topic = {s["topic"]}
-source.orders.param.group = {s["group"]}
-source.orders.param.session_timeout_ms = 1000
-source.orders.param.heartbeat_interval_ms = 200
-stage.enrich.op = enrich:enrich
-stage.enrich.in = raw
-stage.enrich.out = out
-stage.enrich.process = enrich
-sink.enriched.adapter = nats
-sink.enriched.in = out
-sink.enriched.param.servers = {s["nats"]}
-sink.enriched.param.stream = {s["stream"]}
-sink.enriched.param.subject = {s["subject"]}
-sink.enriched.param.msg_id = none
-"""
+    source = {
+        "bootstrap_servers": s["bootstrap"],
+        "topic": s["topic"],
+        "group": s["group"],
+        "session_timeout_ms": 1000,
+        "heartbeat_interval_ms": 200,
+    }
+    sink = {"servers": s["nats"], "stream": s["stream"], "subject": s["subject"], "msg_id": "none"}
+    return one_stage_spec(
+        path,
+        run,
+        ("kafka", source),
+        ("nats", sink),
+        op="enrich:enrich",
+        process="enrich",
+        capacity=CAPACITY,
+        slot_bytes=(256, 512),
+        names=NODES,
     )
-    return path
 
 
 class Upstream:

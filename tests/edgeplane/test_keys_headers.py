@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from byteor_edgeplane_testkit import cleanup_run, edgeplane, unique
+from byteor_edgeplane_testkit import cleanup_run, edgeplane, one_stage_spec, unique
 
 from byteor import lanes
 from byteor.adapters import Headers, OutRecord
@@ -347,35 +347,16 @@ def _kafka_record(i: int) -> OutRecord:
 
 
 def _kafka_spec(path: Path, run: str, topic_in: str, topic_out: str, group: str) -> Path:
-    path.write_text(
-        f"""byteor.spec = 1
-pipeline.name = {run}
-pipeline.target = lane_graph
-lane.raw.kind = events
-lane.raw.capacity = 1024
-lane.raw.slot_bytes = 256
-lane.out.kind = events
-lane.out.capacity = 1024
-lane.out.slot_bytes = 256
-source.src.adapter = kafka
-source.src.out = raw
-source.src.param.bootstrap_servers = {KAFKA}
-source.src.param.topic = {topic_in}
-source.src.param.group = {group}
-source.src.param.session_timeout_ms = 1000
-source.src.param.heartbeat_interval_ms = 200
-source.src.param.fetch_max_wait_ms = 100
-stage.up.op = byteor_edgeplane_testops:upper
-stage.up.in = raw
-stage.up.out = out
-stage.up.process = w1
-sink.dst.adapter = kafka
-sink.dst.in = out
-sink.dst.param.bootstrap_servers = {KAFKA}
-sink.dst.param.topic = {topic_out}
-"""
-    )
-    return path
+    source = {
+        "bootstrap_servers": KAFKA,
+        "topic": topic_in,
+        "group": group,
+        "session_timeout_ms": 1000,
+        "heartbeat_interval_ms": 200,
+        "fetch_max_wait_ms": 100,
+    }
+    sink = {"bootstrap_servers": KAFKA, "topic": topic_out}
+    return one_stage_spec(path, run, ("kafka", source), ("kafka", sink), slot_bytes=(256, 256))
 
 
 async def _until(check: Any, what: str, proc: subprocess.Popen[str], timeout: float) -> None:
