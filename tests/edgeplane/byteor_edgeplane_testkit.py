@@ -168,3 +168,11 @@ def streams(client: redis.Redis, *names: str) -> Iterator[None]:
         yield
     finally:
         client.delete(*names)
+
+
+def fresh_run(prefix: str) -> Iterator[str]:
+    """A run name from :func:`unique`, its segments removed after the test: the body of a
+    ``run`` fixture (``yield from fresh_run("ep")``)."""
+    name = unique(prefix)
+    yield name
+    cleanup_run(name)

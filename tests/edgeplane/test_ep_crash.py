@@ -17,14 +17,13 @@ import pytest
 import redis
 from byteor_edgeplane_testkit import (
     REDIS_URL,
-    cleanup_run,
     edgeplane,
     fill_stream,
+    fresh_run,
     node_pid,
     pending,
     redis_spec,
     stream_payloads,
-    unique,
     wait_for,
 )
 
@@ -40,9 +39,7 @@ def client() -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def run() -> Iterator[str]:
-    name = unique("epc")
-    yield name
-    cleanup_run(name)
+    yield from fresh_run("epc")
 
 
 def test_kill_9_of_each_process_loses_nothing_and_counts_duplicates(

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from byteor_edgeplane_testkit import HERE, ROOT, cleanup_run, unique
+from byteor_edgeplane_testkit import HERE, ROOT, fresh_run
 
 from byteor.edgeplane._config import extend_import_path, resolve_options
 from byteor.edgeplane._errors import OptionError, RunError
@@ -34,9 +34,7 @@ pytestmark = pytest.mark.multiprocess
 
 @pytest.fixture
 def run() -> Iterator[str]:
-    name = unique("ux")
-    yield name
-    cleanup_run(name)
+    yield from fresh_run("ux")
 
 
 def _edgeplane(
