@@ -54,6 +54,7 @@ import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -77,9 +78,8 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
+    RecordBatch,
     Settler,
-    make_records,
-    record_blank,
 )
 from byteor.spec import Delivery
 
@@ -488,12 +488,13 @@ def _below_horizon(rows: Sequence[Any]) -> int:
 class _Fetched(Settler):
     """The rows one read handed out: their acknowledgement, one object for all of them.
 
-    ``ack_all`` / ``nack_all`` settle a batch of them at once; reading a record's ``ack``
-    makes a :class:`_RowAck` for it. ``rows``: the driver's rows of a read, ``(xmin, txid,
-    id, ...)`` in ``(txid, id)`` order, kept as they came (no position object per row); the
-    read is an entry of the source's ``_order`` until every row is behind the committed
-    cursor, ``done`` of them already are. None for a batch handed out again (nacked rows,
-    still in the ``_order`` of their read).
+    The read is handed out as one :class:`RecordBatch`: ``ack_all`` / ``nack_all`` of it
+    settle the read from its columns (:meth:`settle_batch`), of some of its records settle
+    those at once; reading a record's ``ack`` makes a :class:`_RowAck` for it. ``rows``: the
+    driver's rows of a read, ``(xmin, txid, id, ...)`` in ``(txid, id)`` order, kept as they
+    came (no position object per row); the read is an entry of the source's ``_order`` until
+    every row is behind the committed cursor, ``done`` of them already are. None for a batch
+    handed out again (nacked rows, still in the ``_order`` of their read).
     """
 
     __slots__ = ("source", "epoch", "rows", "done")
@@ -506,6 +507,9 @@ class _Fetched(Settler):
 
     def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
         self.source._settle(self, records, ok)
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
+        self.source._settle_batch(self, batch, ok)
 
 
 class _RowAck(Ack):
@@ -710,6 +714,39 @@ class PostgresSource(Source):
             self._acked.update(cast(int, r.position) for r in records)
         self._advance()
 
+    def _settle_batch(self, fetched: _Fetched, batch: RecordBatch, ok: bool) -> None:
+        """The whole batch ``fetched`` handed out settled (``ack_all`` / ``nack_all`` of it):
+        as :meth:`_settle` of all its records, from its columns."""
+        if not self._started or fetched.epoch != self._epoch:
+            return  # after the cursor: it will be read again
+        rows = fetched.rows
+        if rows is None:  # nacked rows handed out again: their ids are the positions
+            ids = cast(list[int], batch.positions)
+        elif ok and not fetched.done and self._order and self._order[0] is fetched:
+            # the common case: the oldest read settled whole — the cursor moves over it
+            self._order.popleft()
+            last = rows[-1]
+            self._committed = (last[1], last[2])
+            if self._acked:
+                self._advance()
+            return
+        else:
+            ids = [row[2] for row in rows]
+        if not ok:
+            keys, headers = batch.keys, batch.headers
+            self._redo.extend(
+                zip(
+                    ids,
+                    batch.payloads,
+                    repeat(None) if keys is None else keys,
+                    repeat(()) if headers is None else headers,
+                    strict=False,  # a column of None / () is a repeat
+                )
+            )
+            return
+        self._acked.update(ids)
+        self._advance()
+
     def _advance(self) -> None:
         """Move the committed cursor over the rows at the front of the order that are in
         ``_acked`` (settled out of order), forgetting them there."""
@@ -727,41 +764,40 @@ class PostgresSource(Source):
                 return
             order.popleft()
 
-    def _redone(self, again: list[tuple[int, bytes, bytes | None, Headers]]) -> list[Record]:
-        """The records of nacked rows handed out again: one object each (a LazyAckRecord),
-        a :class:`_Fetched` without rows standing in for their handles."""
+    def _redone(self, again: list[tuple[int, bytes, bytes | None, Headers]]) -> RecordBatch:
+        """Nacked rows handed out again: a batch of their columns, a :class:`_Fetched`
+        without rows standing in for their handles."""
+        ids = [row[0] for row in again]
+        keys: list[bytes | None] | None = [row[2] for row in again]
+        headers: list[Headers] | None = [row[3] for row in again]
+        if keys is not None and keys.count(None) == len(again):
+            keys = None
+        if headers is not None and not any(headers):
+            headers = None
         fetched = _Fetched(self, self._epoch, None)
-        return make_records(
-            ((payload, key, headers, rid, fetched) for rid, payload, key, headers in again),
-            LazyAckRecord,
-        )
+        return RecordBatch([row[1] for row in again], keys, headers, ids, fetched)
 
-    def _handed(self, rows: Sequence[Any], fetched: _Fetched) -> list[Record]:
-        """The records of a read's ``rows``: one object each (a LazyAckRecord), filled
-        straight from the driver's rows (:func:`record_blank`), ``fetched`` standing in for
-        their handles."""
-        blank, cls = record_blank(LazyAckRecord), LazyAckRecord
-        decode = self._decode_headers
-        if blank is None:  # pragma: no cover - an interpreter that refuses the class change
-            return make_records(
-                (
-                    (payload or b"", key, () if headers is None else decode(headers), rid, fetched)
-                    for _, _, rid, payload, key, headers in rows
-                ),
-                cls,
-            )
-        out: list[Record] = []
-        append = out.append
-        for _, _, rid, payload, key, headers in rows:
-            r = blank()
-            r.payload = payload if payload is not None else b""
-            r.key = key
-            r.headers = () if headers is None else decode(headers)
-            r.position = rid
-            r.ack = fetched
-            r.__class__ = cls
-            append(r)
-        return out
+    def _handed(self, rows: Sequence[Any], fetched: _Fetched) -> RecordBatch:
+        """A read's ``rows`` as a batch of columns (no object per row): payloads, keys only
+        when a row has one, headers decoded only when a row has them; the positions (ids)
+        read from the rows when a record is first made."""
+        n = len(rows)
+        payloads = [row[3] for row in rows]
+        if not all(payloads):  # an empty payload, or a NULL where the column allows it
+            payloads = [b"" if p is None else p for p in payloads]
+        keys: list[bytes | None] | None = [row[4] for row in rows]
+        if keys is not None and keys.count(None) == n:
+            keys = None
+        raw = [row[5] for row in rows]
+        headers: list[Headers] | None = None
+        if raw.count(None) != n:
+            decode = self._decode_headers
+            headers = [() if h is None else decode(h) for h in raw]
+
+        def ids() -> list[int]:
+            return [row[2] for row in rows]
+
+        return RecordBatch(payloads, keys, headers, ids, fetched)
 
     async def _flush_cursor(self) -> None:
         pos = self._committed
@@ -771,7 +807,7 @@ class PostgresSource(Source):
         await self._link.call(lambda c: c.execute(q, *args), self._what())
         self._stored = pos
 
-    async def _fetch(self, limit: int) -> list[Record]:
+    async def _fetch(self, limit: int) -> Sequence[Record]:
         self._dirty = False
         self._wake.clear()  # a notification during the read sets it again
         q, (txid, rid) = self._q_read, self._read
@@ -780,7 +816,7 @@ class PostgresSource(Source):
         got, take = len(rows), _below_horizon(rows)
         if take < got:
             rows = rows[:take]
-        out: list[Record] = []
+        out: Sequence[Record] = []
         if take:
             fetched = _Fetched(self, self._epoch, rows)
             self._order.append(fetched)
@@ -800,7 +836,9 @@ class PostgresSource(Source):
         self._next_poll = loop.time() + wait
         return out
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of one read (or of nacked rows again), ``[]`` when nothing
+        is there within ``timeout_s``."""
         if not self._started:
             raise AdapterError("postgres: source is not started", adapter="postgres")
         await self._flush_cursor()

@@ -20,6 +20,7 @@ from byteor.adapters import (
     AdapterUnreachable,
     OutRecord,
     Record,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -246,6 +247,48 @@ async def test_batches_settle_without_handles_and_the_cursor_follows(
     assert await harness.cursor() == ids[3]
     assert [r.payload for r in rest] == [b"r4", b"r5"]
     await ack_all(rest)
+    await src.stop()
+    assert await harness.cursor() == ids[5]
+
+
+async def test_a_read_is_a_batch_of_columns_settled_whole(harness: PostgresHarness) -> None:
+    """A read comes as a RecordBatch: its columns straight from the rows (keys and headers
+    only when a row has them), its records made only when read; nack_all of it hands the
+    same rows out again, ack_all moves the cursor over it; a batch one of whose records was
+    acked on its own is refused whole."""
+    await harness.produce(
+        [OutRecord(b"a"), OutRecord(b"b", b"k", (("h", b"v"),)), OutRecord(b"c")]
+        + [OutRecord(b"plain%d" % i) for i in range(3)]
+    )
+    ids = await harness.ids()
+    src = await harness.new_source()
+    got = await src.next_batch(3, timeout_s=1.0)
+    assert isinstance(got, RecordBatch)
+    assert got.payloads == [b"a", b"b", b"c"] and got.keys == [None, b"k", None]
+    assert got.headers == [(), (("h", b"v"),), ()] and list(got.positions) == ids[:3]
+    await nack_all(got)
+    again = await src.next_batch(10)
+    assert isinstance(again, RecordBatch) and again.payloads == got.payloads
+    assert (again.keys, again.headers, list(again.positions)) == (
+        got.keys,
+        got.headers,
+        ids[:3],
+    )
+    assert [r.out() for r in again] == [
+        OutRecord(b"a"),
+        OutRecord(b"b", b"k", (("h", b"v"),)),
+        OutRecord(b"c"),
+    ]
+    await ack_all(again)
+    plain = await src.next_batch(10)
+    assert isinstance(plain, RecordBatch) and (plain.keys, plain.headers) == (None, None)
+    assert await harness.cursor() == ids[2]
+    await plain[1].ack.ack()
+    with pytest.raises(AckError, match="settled on its own"):
+        await ack_all(plain)
+    assert await src.next_batch(10) == []
+    assert await harness.cursor() == ids[2], "the batch was refused: nothing more settled"
+    await ack_all([plain[0], plain[2]])
     await src.stop()
     assert await harness.cursor() == ids[5]
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from byteor.adapters import Headers, OutRecord, Record, ack_all
+from byteor.adapters import Headers, OutRecord, Record, RecordBatch, ack_all
 from byteor.adapters.postgres import (
     PostgresSink,
     PostgresSource,
@@ -80,18 +80,20 @@ _INSERT = (
 # -- the source sides ----------------------------------------------------------------------
 
 
-class _OursSource(SourceSide[list[Record]]):
+class _OursSource(SourceSide[Sequence[Record]]):
     def __init__(self, table: str) -> None:
         self._src = PostgresSource(DSN, table, consumer=table, cursor_table=CURSORS)
 
     async def open(self) -> None:
         await self._src.start()
 
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], Sequence[Record]]:
         recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
+        if isinstance(recs, RecordBatch):  # its payload column, as the hand loop's list
+            return recs.payloads, recs
         return [r.payload for r in recs], recs
 
-    async def ack(self, token: list[Record]) -> None:
+    async def ack(self, token: Sequence[Record]) -> None:
         await ack_all(token)
 
     async def close(self) -> None:
