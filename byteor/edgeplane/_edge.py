@@ -41,7 +41,9 @@ takes the minimum over every path.
 bill), until the watermark passes them; then they are acknowledged with
 :func:`~byteor.adapters.ack_all`, in admission order, so the adapter commits upstream in
 order and never ahead of the watermark. Sources whose records carry no acknowledgement (a
-file, a generator) only count.
+file, a generator) only count. A source's :class:`~byteor.adapters.RecordBatch` is framed
+from its columns and, once the watermark passed all of it, acknowledged whole: no record is
+made for it (a batch the watermark cuts is made into records for the part it passed).
 
 **Back-pressure.** When the ingress lane has no room, or more records are unacknowledged
 than the window allows (the lanes' capacities bound what is in flight unless an op holds
@@ -65,15 +67,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final, TypeVar
 
 from byteor.adapters import (
     Ack,
     AdapterError,
     Backoff,
+    Headers,
     Health,
     OutRecord,
     Record,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -378,30 +383,47 @@ class PendingBatches:
     """Admitted records waiting for the watermark: one entry per admitted batch."""
 
     def __init__(self) -> None:
-        self._batches: deque[tuple[int, list[Record]]] = deque()
+        self._batches: deque[tuple[int, Sequence[Record]]] = deque()
         self.count = 0
 
-    def add(self, first: int, records: list[Record]) -> None:
+    def add(self, first: int, records: Sequence[Record]) -> None:
         """``records`` got the ingress sequences ``first``, ``first + 1``, ..."""
         self._batches.append((first, records))
         self.count += len(records)
 
     def release(self, watermark: int) -> list[Record]:
         """Every record with a sequence below ``watermark``, in sequence order (once)."""
-        out: list[Record] = []
-        batches = self._batches
+        return [r for run in self.release_runs(watermark) for r in run]
+
+    def release_runs(self, watermark: int) -> list[Sequence[Record]]:
+        """What :meth:`release` gives, as runs to settle with one ``ack_all`` each: a
+        :class:`RecordBatch` below the watermark whole, as it was added (it settles whole,
+        without its records), the rest in lists (a part of a batch made into records)."""
+        runs: list[Sequence[Record]] = []
+        loose: list[Record] | None = None  # the list run being filled, if the last is one
+        batches, released = self._batches, 0
         while batches and batches[0][0] < watermark:
             first, records = batches[0]
             take = watermark - first
             if take >= len(records):
-                out += records
                 batches.popleft()
+                part: Sequence[Record] = records
             else:
-                out += records[:take]
+                part = records[:take]
                 batches[0] = (watermark, records[take:])
+            released += len(part)
+            if isinstance(part, RecordBatch):
+                runs.append(part)
+                loose = None
+            else:
+                if loose is None:
+                    loose = []
+                    runs.append(loose)
+                loose += part
+            if take < len(records):
                 break
-        self.count -= len(out)
-        return out
+        self.count -= released
+        return runs
 
 
 # -- edge-in ------------------------------------------------------------------------------------
@@ -521,7 +543,7 @@ class EdgeIn:
             want = min(self.batch, room)
             before = self.acked
             t0 = time.monotonic_ns()  # a local source's read is work (a generator's), not waiting
-            records: list[Record] | None = None
+            records: Sequence[Record] | None = None
             if local is not None:
                 payloads = await local.next_payloads(want, _READ_WAIT_S)
                 n = len(payloads)
@@ -538,11 +560,13 @@ class EdgeIn:
             first = self.admitted
             if records is None:
                 frames = [stamp(first + i) + p for i, p in enumerate(payloads)]
+            elif isinstance(records, RecordBatch):  # its columns: no record made
+                frames = self._frames_of_columns(first, records)
             else:  # key and headers ride along when a record has them (_frame)
                 frames = [
                     stamp(first + i) + r.payload
                     if r.key is None and not r.headers
-                    else self._frame(first + i, r)
+                    else self._frame(first + i, r.payload, r.key, r.headers)
                     for i, r in enumerate(records)
                 ]
             self.admitted = first + n
@@ -560,9 +584,27 @@ class EdgeIn:
         self.tx.close()  # the stages drain what is in flight and close their lanes
         self._reading_done = True
 
-    def _frame(self, stamp: int, record: Record) -> bytes:
+    def _frames_of_columns(self, first: int, batch: RecordBatch) -> list[bytes]:
+        """The frames of ``batch`` from its payload, key and headers columns, as the records
+        would give them (a column of None: no record has any)."""
+        stamp, payloads, keys, headers = STAMP.pack, batch.payloads, batch.keys, batch.headers
+        if keys is None and headers is None:
+            return [stamp(first + i) + p for i, p in enumerate(payloads)]
+        return [
+            stamp(first + i) + p if k is None and not h else self._frame(first + i, p, k, h)
+            for i, (p, k, h) in enumerate(
+                zip(
+                    payloads,
+                    repeat(None) if keys is None else keys,
+                    repeat(()) if headers is None else headers,
+                    strict=False,  # a column of None / () is a repeat
+                )
+            )
+        ]
+
+    def _frame(self, stamp: int, payload: bytes, key: bytes | None, headers: Headers) -> bytes:
         try:
-            return frame(stamp, record.payload, record.key, record.headers)
+            return frame(stamp, payload, key, headers)
         except ValueError as exc:
             raise EdgeFailed(f"source {self.name!r} ({self.adapter}): {exc}") from None
 
@@ -620,10 +662,9 @@ class EdgeIn:
                 self.watermark = mark
                 row.set(W_WATERMARK, mark)
                 if self.needs_ack:
-                    settled = pending.release(mark)
-                    if settled:
-                        await ack_all(settled)
-                        self.acked += len(settled)
+                    for run in pending.release_runs(mark):  # a RecordBatch settles whole
+                        await ack_all(run)
+                        self.acked += len(run)
                 else:
                     self.acked = mark
                     self.committed = mark
