@@ -45,6 +45,12 @@ file, a generator) only count. A source's :class:`~byteor.adapters.RecordBatch` 
 from its columns and, once the watermark passed all of it, acknowledged whole: no record is
 made for it (a batch the watermark cuts is made into records for the part it passed).
 
+**Latency.** For each admitted batch the edge-in records, before publishing it, its first
+ingress sequence and the monotonic time it was read in its admission ring; after a confirmed
+write the edge-out looks the write's first stamp up in the ring of its lane's source and
+counts the write in its histograms (:mod:`byteor.edgeplane._status`): a few word stores a
+batch, nothing a record.
+
 **Back-pressure.** When the ingress lane has no room, or more records are unacknowledged
 than the window allows (the lanes' capacities bound what is in flight unless an op holds
 records back), the source is paused (``Source.pause``: no more fetching upstream) and the
@@ -108,6 +114,8 @@ from byteor.edgeplane._status import (
     W_RECORDS,
     W_RELEASED,
     W_WATERMARK,
+    AdmissionRing,
+    LatencyBlock,
     StatusRow,
 )
 from byteor.exec import RecordSink, RecordSource, open_sink, open_source
@@ -456,6 +464,7 @@ class EdgeIn:
         window: most records admitted and not yet acknowledged.
         stop: true once the run should stop (checked between reads).
         clock: monotonic seconds.
+        latency: its latency block: each read's time, each batch's admission in its ring.
     """
 
     def __init__(
@@ -472,6 +481,7 @@ class EdgeIn:
         window: int = 65536,
         stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
+        latency: LatencyBlock | None = None,
     ) -> None:
         if batch < 1 or window < batch:
             raise ValueError("batch must be >= 1 and window >= batch")
@@ -486,6 +496,7 @@ class EdgeIn:
         self.window = window
         self._stop = stop
         self._clock = clock
+        self.latency = latency
         self.needs_ack = bool(getattr(source, "needs_ack", True))
         self.pending = PendingBatches()
         self.admitted = 0
@@ -532,7 +543,7 @@ class EdgeIn:
         return bool(getattr(self.source, "ended", False))
 
     async def _pump(self) -> None:
-        source, row = self.source, self.row
+        source, row, latency = self.source, self.row, self.latency
         local = source if isinstance(source, LocalSource) else None
         stamp = STAMP.pack
         while not self._stop() and not self._ended():
@@ -542,7 +553,7 @@ class EdgeIn:
                 continue
             want = min(self.batch, room)
             before = self.acked
-            t0 = time.monotonic_ns()  # a local source's read is work (a generator's), not waiting
+            called = time.monotonic_ns()
             records: Sequence[Record] | None = None
             if local is not None:
                 payloads = await local.next_payloads(want, _READ_WAIT_S)
@@ -555,9 +566,11 @@ class EdgeIn:
             row.set(W_COMMITTED, self.committed)
             if not n:
                 continue
-            if local is None:
-                t0 = time.monotonic_ns()
+            got = time.monotonic_ns()  # the batch's admission
+            t0 = called if local is not None else got  # a local read is work (a generator's)
             first = self.admitted
+            if latency is not None:  # before publishing: a sink finds what it has written
+                latency.read(first, called, got)
             if records is None:
                 frames = [stamp(first + i) + p for i, p in enumerate(payloads)]
             elif isinstance(records, RecordBatch):  # its columns: no record made
@@ -714,6 +727,8 @@ class EdgeOut:
         retry: the backoff between retries of a write that failed retriably.
         sleep: awaited between retries (tests pass a fake).
         lane: its input lane's name (for messages).
+        latency: its latency block: each write's time, and with ``upstream`` (the admission
+            ring of the source its lane comes from) each write's end-to-end latency.
     """
 
     def __init__(
@@ -730,6 +745,8 @@ class EdgeOut:
         sleep: Callable[[float], Any] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         lane: str = "?",
+        latency: LatencyBlock | None = None,
+        upstream: AdmissionRing | None = None,
     ) -> None:
         self.name = name
         self.adapter = adapter
@@ -746,6 +763,8 @@ class EdgeOut:
         self.confirmed = 0
         self.failed_writes = 0
         self._busy_ns = 0
+        self.latency = latency
+        self.upstream = upstream
 
     async def run(self) -> None:
         """Until its lane is closed and drained, then stop the sink (it flushes).
@@ -756,7 +775,7 @@ class EdgeOut:
         """
         await self.sink.start()
         self.row.flag(CONNECTED | STARTED, True)
-        rx, row = self.rx, self.row
+        rx, row, latency, upstream = self.rx, self.row, self.latency, self.upstream
         local = self.sink if isinstance(self.sink, LocalSink) else None
         next_health = 0.0
         unpack = STAMP.unpack_from
@@ -772,23 +791,38 @@ class EdgeOut:
             except LaneClosed:
                 break
             t0 = time.monotonic_ns()
+            first = unpack(frames[0])[0] & STAMP_MASK  # read before the release
             last = unpack(frames[-1])[0] & STAMP_MASK
             n = len(frames)
             self.taken += n
             tagged = any_tagged(frames)
             if local is not None:  # the views go straight into one write: no copy per record
-                if tagged:  # a file holds payloads: keys and headers stop here
-                    local.write_payloads(self._unframe(frames, payload_of))
-                else:
-                    local.write_payloads([f[STAMP_BYTES:] for f in frames])
-            elif tagged:
-                await self._write(self._unframe(frames, out_record))
+                # a file holds payloads: keys and headers stop here
+                payloads = (
+                    self._unframe(frames, payload_of)
+                    if tagged
+                    else [f[STAMP_BYTES:] for f in frames]
+                )
+                called = time.monotonic_ns()
+                local.write_payloads(payloads)
             else:
-                await self._write([OutRecord(bytes(f[STAMP_BYTES:])) for f in frames])
+                records = (
+                    self._unframe(frames, out_record)
+                    if tagged
+                    else [OutRecord(bytes(f[STAMP_BYTES:])) for f in frames]
+                )
+                called = time.monotonic_ns()
+                await self._write(records)
+            done = time.monotonic_ns()
             rx.release()  # the system has them: give the lane back, then say so
             row.set(W_RELEASED, last + 1)
             self.confirmed += n
             row.set(W_RECORDS, self.confirmed)
+            if latency is not None:
+                if upstream is None:
+                    latency.adapter.observe(done - called)
+                else:
+                    latency.written(upstream, first, n, called, done)
             self._busy_ns += time.monotonic_ns() - t0
             self._commit_counters()
         await self.sink.stop()

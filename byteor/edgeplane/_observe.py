@@ -26,15 +26,25 @@ Families (every one labelled ``run``; counters end in ``_total``):
   callable (the edge processes' state, which is not in the counters rows):
   ``byteor_adapter_connected``, ``_records_total``, ``_acked_total``, ``_nacked_total``,
   and where known ``_committed_total``, ``_paused``, ``_pauses_total``, ``_commit_watermark``,
-  ``_lag`` and the histogram ``byteor_adapter_latency_seconds``;
+  ``_lag`` and the histogram ``byteor_adapter_latency_seconds`` (a source: each read that
+  returned records, from the call to its return; a sink: each write, from the call until
+  the system confirmed it, retries included);
+* per sink (``sink``, ``source``: where its records come from, ``adapter``: the sink's):
+  the histogram ``byteor_end_to_end_latency_seconds``, from the source's read of a record
+  to the sink's confirmed write of it, one observation per record written (each record of
+  a write counts the age of the write's oldest record, so it errs high), and
+  ``byteor_end_to_end_beyond_ring_total``: records written whose admission time had already
+  left the source's ring (:mod:`._status`), in no bucket;
 * ``byteor_process_resident_memory_bytes`` (``process``, ``pid``) of every live process of
   the run (from ``/proc``), ``byteor_run_info`` (``spec_hash``) and
   ``byteor_segment_unreadable`` (``segment``) for a segment that failed validation.
 
-Latency: the counters segment holds counts and busy time, not per-record timings, so the
-per-stage figure is the mean time per record, ``rate(byteor_node_busy_seconds_total) /
-rate(byteor_node_records_in_total)``. Histograms appear only where an adapter status
-carries one (:class:`LatencyHistogram`).
+Latency: the edges keep their histograms in the run's status segment (fixed buckets from
+10 us to 60 s, :data:`~byteor.edgeplane._status.LATENCY_BOUNDS_NS`; a few word stores per
+batch, nothing per record; they count the whole run, across restarts). A stage keeps
+counts and busy time, not per-record timings, so its figure is the mean time per record,
+``rate(byteor_node_busy_seconds_total) / rate(byteor_node_records_in_total)``. Histograms
+appear only where an adapter status carries one (:class:`LatencyHistogram`).
 
 The endpoint is a Starlette app served by uvicorn in a thread of the calling process
 (:func:`start_observe_server`): ``/metrics`` (prometheus_client's exposition, text or
@@ -58,6 +68,7 @@ from typing import Any, Final, Literal
 
 from byteor.edgeplane._config import Redactor
 from byteor.edgeplane._errors import ObserveError, ObserveUnavailable
+from byteor.edgeplane._status import LATENCY_BOUNDS_NS, HistogramCounts
 from byteor.exec import COUNTERS_SUFFIX
 from byteor.lanes import (
     Lane,
@@ -106,6 +117,7 @@ __all__ = [
 log = logging.getLogger("byteor.edgeplane.observe")
 
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+_BOUNDS_S: Final = tuple(b / 1e9 for b in LATENCY_BOUNDS_NS)
 
 
 # -- what the edge processes report -----------------------------------------------------------
@@ -120,11 +132,18 @@ class LatencyHistogram:
         counts: observations per bucket (not cumulative), ``len(bounds) + 1`` of them, the
             last for everything above the highest bound.
         sum_seconds: the sum of all observations.
+        beyond: end to end: records that could not be timed (in no bucket).
     """
 
     bounds: tuple[float, ...]
     counts: tuple[int, ...]
     sum_seconds: float
+    beyond: int = 0
+
+    @classmethod
+    def of(cls, counts: HistogramCounts) -> LatencyHistogram:
+        """A histogram of the status segment (:mod:`byteor.edgeplane._status`)."""
+        return cls(_BOUNDS_S, counts.buckets, counts.sum_ns / 1e9, counts.beyond)
 
     def __post_init__(self) -> None:
         if len(self.counts) != len(self.bounds) + 1:
@@ -155,7 +174,10 @@ class AdapterStatus:
             counted).
         paused: source: whether it is paused for back-pressure now (``None``: not known).
         pauses: source: times it paused for back-pressure (``None``: not counted).
-        latency: a latency histogram, when the adapter keeps one.
+        latency: a latency histogram, when the adapter keeps one (source: reads; sink:
+            writes).
+        end_to_end: sink: source admission to confirmed write, per record.
+        upstream: sink: the source its records come from (``end_to_end``'s ``source``).
         detail: why it is not connected (shown by ``/ready``; redacted).
     """
 
@@ -172,6 +194,8 @@ class AdapterStatus:
     paused: bool | None = None
     pauses: int | None = None
     latency: LatencyHistogram | None = None
+    end_to_end: LatencyHistogram | None = None
+    upstream: str | None = None
     detail: str = ""
 
 
@@ -323,6 +347,7 @@ _LANE: Final = ("run", "lane", "kind")
 _CONSUMER: Final = ("run", "lane", "consumer")
 _NODE: Final = ("run", "node", "kind", "process")
 _ADAPTER: Final = ("run", "node", "kind", "adapter")
+_END_TO_END: Final = ("run", "sink", "source", "adapter")
 
 _LANE_COUNTERS: Final = (
     ("published", "records published into the lane"),
@@ -346,6 +371,16 @@ _NODE_COUNTERS: Final = (
     ("redelivered", "records a restarted node took again"),
     ("duplicates", "outputs a restarted node published twice"),
 )
+
+
+def _cumulative(h: LatencyHistogram) -> list[tuple[str, float]]:
+    """``(le, count at or below it)`` of each bucket, as Prometheus wants them."""
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip((*h.bounds, float("inf")), h.counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return buckets
 
 
 class RunCollector(Collector):
@@ -508,15 +543,23 @@ class RunCollector(Collector):
                     "byteor_adapter_lag", "records waiting upstream, as the system says", _ADAPTER
                 ).add_metric(labels, s.lag)
             if s.latency is not None:
-                h = s.latency
-                cumulative = 0
-                buckets: list[tuple[str, float]] = []
-                for bound, count in zip((*h.bounds, float("inf")), h.counts, strict=True):
-                    cumulative += count
-                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 fams.histogram(
-                    "byteor_adapter_latency_seconds", "latency the adapter measured", _ADAPTER
-                ).add_metric(labels, buckets, h.sum_seconds)
+                    "byteor_adapter_latency_seconds",
+                    "source: a read that returned records; sink: a write until confirmed",
+                    _ADAPTER,
+                ).add_metric(labels, _cumulative(s.latency), s.latency.sum_seconds)
+            if s.end_to_end is not None:
+                e2e = [run, s.node, s.upstream or "", s.adapter]
+                fams.histogram(
+                    "byteor_end_to_end_latency_seconds",
+                    "from the source's read of a record to the sink's confirmed write of it",
+                    _END_TO_END,
+                ).add_metric(e2e, _cumulative(s.end_to_end), s.end_to_end.sum_seconds)
+                fams.counter(
+                    "byteor_end_to_end_beyond_ring",
+                    "records written whose admission time had left the source's ring (untimed)",
+                    _END_TO_END,
+                ).add_metric(e2e, s.end_to_end.beyond)
 
     def _memory(self, fams: _Families, sample: RunSample) -> None:
         procs: dict[int, str] = {os.getpid(): self.process}

@@ -142,7 +142,10 @@ def _load(
 
 def _adapter_statuses(plane: DataPlane) -> Any:
     # The metrics extra is optional: imported only when the endpoint is on.
-    from byteor.edgeplane._observe import AdapterStatus  # noqa: PLC0415
+    from byteor.edgeplane._observe import (  # noqa: PLC0415
+        AdapterStatus,
+        LatencyHistogram,
+    )
 
     def statuses() -> list[AdapterStatus]:
         return [
@@ -156,6 +159,9 @@ def _adapter_statuses(plane: DataPlane) -> Any:
                 nacked=s.nacked,
                 commit_watermark=s.committed if s.kind == "source" else None,
                 lag=s.lag,
+                latency=None if s.latency is None else LatencyHistogram.of(s.latency),
+                end_to_end=None if s.end_to_end is None else LatencyHistogram.of(s.end_to_end),
+                upstream=s.upstream,
                 detail=s.detail,
             )
             for s in plane.edge_states()
@@ -192,6 +198,10 @@ def _observe(
         raise _Failed(str(exc), EXIT_USAGE) from None
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3g} ms"
+
+
 def summary_text(doc: Mapping[str, Any]) -> str:
     """The run summary as text lines (stderr)."""
     elapsed = float(doc.get("elapsed_s", 0.0))
@@ -215,6 +225,11 @@ def summary_text(doc: Mapping[str, Any]) -> str:
                 line += f"  errors {n['errors']} (skipped {n['skipped']}, routed {n['routed']})"
             if group == "sinks" and n.get("failed_writes"):
                 line += f"  failed writes retried {n['failed_writes']}"
+            e2e = n.get("end_to_end") or {}
+            if group == "sinks" and e2e.get("count"):
+                line += f"  end to end p50 {_ms(e2e['p50_s'])} p99 {_ms(e2e['p99_s'])}"
+                if e2e.get("beyond_ring"):
+                    line += f" ({e2e['beyond_ring']:,} beyond the ring)"
             lines.append(line)
     if doc.get("restarts"):
         recovery = ", ".join(f"{r:.2f} s" for r in doc.get("recovery_s", []))

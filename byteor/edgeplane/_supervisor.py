@@ -94,6 +94,7 @@ from byteor.edgeplane._status import (
     W_PAUSES,
     W_RECORDS,
     W_WATERMARK,
+    HistogramCounts,
     StatusSegment,
     stale_status,
 )
@@ -286,9 +287,12 @@ class Topology:
                 groups.setdefault(n.process, []).append(n)
         self.groups = {p: tuple(groups[p]) for p in sorted(groups)}
         self._readers: dict[str, list[NodeDef]] = {}
+        self._writers: dict[str, NodeDef] = {}
         for n in nodes:
             for lane in n.inputs:
                 self._readers.setdefault(lane, []).append(n)
+            for lane in n.outputs if n.kind == "source" else self.outputs_of(n):
+                self._writers[lane] = n
 
     @staticmethod
     def outputs_of(node: NodeDef) -> tuple[str, ...]:
@@ -299,6 +303,12 @@ class Topology:
     def reader_name(self, lane: str, node: str) -> str:
         """The consumer a node reads ``lane`` as (the one consumer of an events lane)."""
         return "default" if self.graph.lanes[lane].kind == "events" else node
+
+    def source_of(self, node: NodeDef) -> NodeDef:
+        """The source whose ingress sequence stamps what ``node`` reads (one: EP101)."""
+        while node.kind != "source":
+            node = self._writers[node.inputs[0]]
+        return node
 
     def tree(self, source: NodeDef) -> tuple[list[tuple[NodeDef, str]], list[list[int]]]:
         """The hops reachable from ``source`` (node, input lane) in flow order, and each path
@@ -366,6 +376,9 @@ class EdgeState:
     lag: int | None
     pauses: int
     detail: str
+    latency: HistogramCounts | None = None  # source: its reads; sink: its writes
+    end_to_end: HistogramCounts | None = None  # sink: source admission -> confirmed
+    upstream: str | None = None  # sink: the source its lane comes from
 
 
 @dataclass
@@ -443,6 +456,8 @@ class DataPlane:
                 ctx = StageContext(node.name, node.params, node.outputs, graph.target)
                 self.stages[node.name] = resolve_op(node.op, ctx)
         self.totals = {n.name: NodeTotals(n.kind, n.name, n.op, n.process) for n in graph.nodes}
+        #: each edge's (adapter, end-to-end) histograms as last read (they count the whole run)
+        self.latency: dict[str, tuple[HistogramCounts, HistogramCounts]] = {}
         self.restarts = 0
         self.budget = RestartBudget(config.max_restarts, config.restart_window, clock)
         self.recoveries: list[float] = []
@@ -641,6 +656,7 @@ class DataPlane:
             batch=batch,
             window=topo.window(node, batch),
             stop=lambda: status.stop_requested,
+            latency=status.latency[i],
         )
 
     def _edge_out(self, name: str, handles: Mapping[str, lanes.Lane]) -> EdgeOut:
@@ -660,6 +676,8 @@ class DataPlane:
             batch=self._batch(node),
             retry=self.config.sink_retry,
             lane=lane,
+            latency=status.latency[i],
+            upstream=status.latency[topo.index[topo.source_of(node).name]].ring,
         )
 
     def _stage_nodes(
@@ -773,6 +791,9 @@ class DataPlane:
                     t.redelivered += admitted if local else admitted - st.get(W_COMMITTED)
             elif node.kind == "sink":
                 t.failed_writes += st.get(W_NACKED)
+            if node.kind != "stage":
+                block = status.latency[i]
+                self.latency[node.name] = (block.adapter.read(), block.end_to_end.read())
 
     def edge_states(self) -> list[EdgeState]:
         """Every source's and sink's adapter state (for ``/ready`` and the metrics)."""
@@ -784,6 +805,7 @@ class DataPlane:
             st = status.rows[self.topo.index[node.name]]
             lag = st.get(W_LAG)
             source = node.kind == "source"
+            block = status.latency[self.topo.index[node.name]]
             out.append(
                 EdgeState(
                     node.name,
@@ -799,6 +821,9 @@ class DataPlane:
                     lag - 1 if lag else None,
                     st.get(W_PAUSES),
                     self.redactor.redact(st.detail()),
+                    block.adapter.read(),
+                    None if source else block.end_to_end.read(),
+                    None if source else self.topo.source_of(node).name,
                 )
             )
         return out
@@ -833,6 +858,8 @@ class DataPlane:
         """What the run did, over every generation (the run summary's fields)."""
         graph = self.topo.graph
         t = self.totals
+        empty = (HistogramCounts(), HistogramCounts())
+        lat = {n.name: self.latency.get(n.name, empty) for n in graph.nodes}
         sources = {
             n.name: {
                 "adapter": n.op,
@@ -842,6 +869,7 @@ class DataPlane:
                 "committed": t[n.name].committed,
                 "redelivered": t[n.name].redelivered,
                 "pauses": t[n.name].pauses,
+                "read_latency": lat[n.name][0].summary(),
             }
             for n in self.topo.sources
         }
@@ -864,9 +892,12 @@ class DataPlane:
                 "records_in": t[n.name].records_in,
                 "records_out": t[n.name].records_out,
                 "failed_writes": t[n.name].failed_writes,
+                "write_latency": lat[n.name][0].summary(),
+                "end_to_end": lat[n.name][1].summary(),
             }
             for n in self.topo.sinks
         }
+        end_to_end = sum((lat[n.name][1] for n in self.topo.sinks), HistogramCounts()).summary()
         return {
             "run": self.run_name,
             "pipeline": graph.pipeline,
@@ -877,6 +908,8 @@ class DataPlane:
             "restarts": self.restarts,
             "duplicates": sum(s["redelivered"] for s in sources.values()),
             "recovery_s": [round(r, 3) for r in self.recoveries],
+            "end_to_end_p50_s": end_to_end["p50_s"],
+            "end_to_end_p99_s": end_to_end["p99_s"],
             "stopped": self.stopped,
             "sources": sources,
             "stages": stages,
