@@ -26,6 +26,7 @@ from byteor.edgeplane._observe import (
     RunReader,
     start_observe_server,
 )
+from byteor.edgeplane._status import StatusSegment
 from byteor.exec import COUNTERS_SUFFIX
 
 _names = itertools.count()
@@ -231,6 +232,46 @@ def test_adapter_statuses_and_latency_histogram(run: str) -> None:
     assert got[key("byteor_adapter_latency_seconds_sum", **sink)] == 0.75
     with pytest.raises(ValueError, match="need 3 counts"):
         LatencyHistogram((0.1, 0.2), (1, 2), 0.0)
+
+
+def test_end_to_end_histogram_from_the_status_segment(run: str) -> None:
+    seg = StatusSegment.create("e2e", 2, memory=True)
+    source, sink = seg.latency
+    source.read(0, called_ns=0, got_ns=1_000_000)
+    sink.written(source.ring, 0, 4, called_ns=1_500_000, done_ns=4_000_000)  # 3 ms, 0.5 ms
+    sink.written(source.ring, 99, 2, called_ns=5_000_000, done_ns=5_020_000)  # 4.02 ms
+    status = AdapterStatus(
+        "out",
+        "sink",
+        "file",
+        True,
+        records=6,
+        latency=LatencyHistogram.of(sink.adapter.read()),
+        end_to_end=LatencyHistogram.of(sink.end_to_end.read()),
+        upstream="in",
+    )
+    seg.close()
+    registry = CollectorRegistry()
+    registry.register(RunCollector(run, adapters=lambda: [status]))
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    assert families["byteor_end_to_end_latency_seconds"].type == "histogram"
+    assert families["byteor_adapter_latency_seconds"].type == "histogram"
+    assert families["byteor_end_to_end_beyond_ring"].type == "counter"
+    got = scrape(RunCollector(run, adapters=lambda: [status]))
+    e2e = {"run": run, "sink": "out", "source": "in", "adapter": "file"}
+    assert got[key("byteor_end_to_end_latency_seconds_count", **e2e)] == 6
+    assert got[key("byteor_end_to_end_latency_seconds_sum", **e2e)] == pytest.approx(
+        4 * 0.003 + 2 * 0.00402
+    )
+    assert got[key("byteor_end_to_end_latency_seconds_bucket", le="0.0025", **e2e)] == 0
+    assert got[key("byteor_end_to_end_latency_seconds_bucket", le="0.005", **e2e)] == 6
+    assert got[key("byteor_end_to_end_beyond_ring_total", **e2e)] == 0
+    sink_labels = {"run": run, "node": "out", "kind": "sink", "adapter": "file"}
+    assert got[key("byteor_adapter_latency_seconds_count", **sink_labels)] == 2
+    assert got[key("byteor_adapter_latency_seconds_bucket", le="1e-05", **sink_labels)] == 0
+    assert got[key("byteor_adapter_latency_seconds_bucket", le="2.5e-05", **sink_labels)] == 1
 
 
 def test_a_failing_adapters_callable_does_not_fail_the_scrape(
