@@ -56,8 +56,7 @@ from byteor.edgeplane._frame import (
     with_key,
 )
 from byteor.edgeplane._status import W_HELD, W_RELEASED, StatusRow
-from byteor.exec._ops import Batch, KeyBy
-from byteor.exec._stage import ObjectStage
+from byteor.exec import Batch, KeyBy, ObjectStage
 from byteor.kernel import BatchResult, Emit, RecordFailure, Stage, StageError, StepResult
 from byteor.lanes import RowWriter
 from byteor.lanes.router import KeyLike, route_of
@@ -75,18 +74,18 @@ def op_holds(stage: Stage) -> bool:
     """
     declared = getattr(stage, "holds_records", None)
     if declared is None and isinstance(stage, ObjectStage):
-        declared = getattr(stage._obj, "holds_records", None)
+        declared = getattr(stage.obj, "holds_records", None)
     if declared is not None:
         return bool(declared)
     if isinstance(stage, Batch):
         return True
-    return isinstance(stage, ObjectStage) and stage._finish is not None
+    return isinstance(stage, ObjectStage) and stage.has_finish
 
 
 def sets_key(stage: Stage) -> KeyBy | None:
     """The ``key_by`` op whose key becomes its outputs' key: one with a ``field`` or an
     ``fn`` (one keyed by the whole record routes by it and leaves the key alone)."""
-    if isinstance(stage, KeyBy) and (stage._field is not None or stage._fn is not None):
+    if isinstance(stage, KeyBy) and not stage.by_record:
         return stage
     return None
 

@@ -109,8 +109,16 @@ from byteor.exec import (
     build_graph,
     resolve_op,
 )
-from byteor.exec._mp import _Backoff, _drive, _set_pdeathsig
-from byteor.exec._sp import _Input, _Node, _Outbox, _StageNode, run_round
+from byteor.exec.nodes import (
+    IdleBackoff,
+    Input,
+    Node,
+    Outbox,
+    StageNode,
+    drive,
+    run_round,
+    set_pdeathsig,
+)
 from byteor.kernel import Stage
 from byteor.lanes._segment import SHM_DIR, SHM_PREFIX
 from byteor.lanes.doctor import inspect_segment
@@ -682,26 +690,26 @@ class DataPlane:
 
     def _stage_nodes(
         self, defs: Sequence[NodeDef], handles: Mapping[str, lanes.Lane]
-    ) -> list[_Node]:
+    ) -> list[Node]:
         topo, status, counters = self.topo, self.status, self.counters
         assert status is not None and counters is not None
         graph = topo.graph
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         for d in defs:
             i = topo.index[d.name]
-            inp = _Input(
+            inp = Input(
                 [LaneGraphSP._receiver(handles[x], graph.lanes[x], d.name) for x in d.inputs],
                 d.merge,
                 d.inputs,
                 min(graph.lanes[x].capacity for x in d.inputs),
             )
-            outs = [_Outbox(o, handles[o].sender()) for o in d.outputs]
+            outs = [Outbox(o, handles[o].sender()) for o in d.outputs]
             err = d.policy.lane
-            err_box = _Outbox(err, handles[err].sender()) if err is not None else None
+            err_box = Outbox(err, handles[err].sender()) if err is not None else None
             stamped = StampedStage(self.stages[d.name], status.rows[i])
             row = StampRow(counters.writer(i), stamped, status.rows[i])
             report = NodeReport("stage", d.name, d.op, process=d.process)
-            nodes.append(_StageNode(report, stamped, inp, outs, err_box, d.policy.action, row))
+            nodes.append(StageNode(report, stamped, inp, outs, err_box, d.policy.action, row))
         return nodes
 
     # -- children ---------------------------------------------------------------------------
@@ -1168,7 +1176,7 @@ class DataPlane:
             self.status.request_stop()
         await asyncio.Event().wait()  # cancelled when the run ends
 
-    async def _step_stages(self, nodes: Sequence[_Node]) -> None:
+    async def _step_stages(self, nodes: Sequence[Node]) -> None:
         token = StopToken()
         batch = self.config.batch
         while nodes and not all(n.done for n in nodes):
@@ -1182,7 +1190,7 @@ class DataPlane:
 def _child_main(plane: DataPlane, role: Role, name: str, conn: Connection, parent: int) -> None:
     """A forked child: run one edge or one stage group, report, leave with ``os._exit``
     (a fork holds copies of the supervisor's buffered streams, never to be flushed twice)."""
-    _set_pdeathsig()
+    set_pdeathsig()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
@@ -1251,4 +1259,4 @@ def _stage_worker(
         else:
             os.sched_yield()
 
-    _drive(nodes, StopToken(), plane.config.batch, _Backoff(), idle)
+    drive(nodes, StopToken(), plane.config.batch, IdleBackoff(), idle)

@@ -7,7 +7,11 @@
 * :class:`SingleRing` runs a ``single_ring`` spec's chain over one SequencedSlots ring in
   shared memory, each stage rewriting the slots in place;
 * :func:`resolve_op` maps a stage's ``op`` to a :class:`byteor.kernel.Stage`: built-in ops,
-  ``package.module:function`` and the ``byteor.ops`` entry-point group;
+  ``package.module:function`` and the ``byteor.ops`` entry-point group; a user's op class
+  runs as an :class:`ObjectStage`, the built-in ``batch`` and ``key_by`` ops are
+  :class:`Batch` and :class:`KeyBy`;
+* :mod:`byteor.exec.nodes` is the node machinery (inputs, outboxes, stage nodes, rounds) for
+  runtimes that embed it with lanes and processes of their own (EdgePlane);
 * local sources and sinks (``file``, ``stdin``, ``generator``, ``stdout``, ``memory``) need no
   server.
 
@@ -55,12 +59,12 @@ from byteor.exec._local import (
     splitmix64,
 )
 from byteor.exec._mp import DEFAULT_STALL_TIMEOUT, LaneGraphMP, processes_of, run_mp
-from byteor.exec._ops import BUILTIN_SUMMARIES, canonical_json, frame, unframe
+from byteor.exec._ops import BUILTIN_SUMMARIES, Batch, KeyBy, canonical_json, frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
 from byteor.exec._resolve import ENTRY_POINT_GROUP, entry_point_ops, import_object, resolve_op
 from byteor.exec._single_ring import SingleRing, run_single_ring
 from byteor.exec._sp import COMMIT_RECORDS, COUNTERS_SUFFIX, DEFAULT_BATCH, LaneGraphSP, run_sp
-from byteor.exec._stage import RecordStage, StageContext
+from byteor.exec._stage import ObjectStage, RecordStage, StageContext
 
 __all__ = [
     # executors
@@ -91,6 +95,9 @@ __all__ = [
     "BUILTIN_SUMMARIES",
     "StageContext",
     "RecordStage",
+    "ObjectStage",
+    "Batch",
+    "KeyBy",
     "canonical_json",
     "frame",
     "unframe",

@@ -70,13 +70,13 @@ from byteor.exec._sp import (
     COUNTERS_SUFFIX,
     DEFAULT_BATCH,
     TIMED,
+    Input,
     LaneGraphSP,
-    _Input,
-    _Node,
-    _Outbox,
+    Node,
+    Outbox,
+    StageNode,
     _SinkNode,
     _SourceNode,
-    _StageNode,
     run_round,
 )
 from byteor.kernel import Stage
@@ -101,7 +101,7 @@ def processes_of(graph: Graph) -> list[str]:
     return ["main", *sorted(names - {"main"})]
 
 
-class _Backoff:
+class IdleBackoff:
     """Idle rounds: yield a few times, then sleep a little longer each time, up to a bound."""
 
     def __init__(self) -> None:
@@ -117,11 +117,11 @@ class _Backoff:
         return min(0.0001 * (self.n - _SPINS), _MAX_SLEEP)
 
 
-def _drive(
-    nodes: Sequence[_Node],
+def drive(
+    nodes: Sequence[Node],
     stop: StopToken,
     batch: int,
-    backoff: _Backoff,
+    backoff: IdleBackoff,
     idle: Callable[[float], None],
 ) -> None:
     """Run rounds over ``nodes`` until all are done; after a round that moved nothing, ``idle``
@@ -145,8 +145,8 @@ def _drive(
             idle(backoff.next_timeout())
 
 
-def _fold(n: _Node) -> NodeReport:
-    if isinstance(n, _StageNode):
+def _fold(n: Node) -> NodeReport:
+    if isinstance(n, StageNode):
         LaneGraphSP._fold(n)
     n.report.busy_ns = n.busy
     return n.report
@@ -257,14 +257,14 @@ class LaneGraphMP(LaneGraphSP):
 
     def _nodes(
         self, defs: Sequence[NodeDef], made: Mapping[str, lanes.Lane], stages: Mapping[str, Stage]
-    ) -> list[_Node]:
+    ) -> list[Node]:
         """The SP nodes for ``defs``, over this process's ends of the lanes."""
         graph = self.graph
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         for node in defs:
             report = NodeReport(node.kind, node.name, node.op, process=node.process)
             inp = (
-                _Input(
+                Input(
                     [self._receiver(made[i], graph.lanes[i], node.name) for i in node.inputs],
                     node.merge,
                     node.inputs,
@@ -273,16 +273,16 @@ class LaneGraphMP(LaneGraphSP):
                 if node.inputs
                 else None
             )
-            outs = [_Outbox(o, made[o].sender()) for o in node.outputs]
+            outs = [Outbox(o, made[o].sender()) for o in node.outputs]
             row = self._row(node.name)
             if node.kind == "source":
                 nodes.append(_SourceNode(report, self._source(node), outs[0], row))
             elif node.kind == "stage":
                 assert inp is not None
                 lane = node.policy.lane
-                err = _Outbox(lane, made[lane].sender()) if lane is not None else None
+                err = Outbox(lane, made[lane].sender()) if lane is not None else None
                 nodes.append(
-                    _StageNode(report, stages[node.name], inp, outs, err, node.policy.action, row)
+                    StageNode(report, stages[node.name], inp, outs, err, node.policy.action, row)
                 )
             else:
                 assert inp is not None
@@ -320,7 +320,7 @@ class LaneGraphMP(LaneGraphSP):
             by_process[node.process].append(node)
         made = self._lanes(run_id)
         workers: list[_Worker] = []
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         try:
             self._counters = self._create_counters(run_id)
             if self._stall_timeout is not None:
@@ -335,12 +335,12 @@ class LaneGraphMP(LaneGraphSP):
                 self._start(w, made, stages, restart=False)
                 workers.append(w)
             nodes = self._nodes(by_process["main"], made, stages)
-            backoff = _Backoff()
+            backoff = IdleBackoff()
 
             def watch(timeout: float) -> None:
                 self._watch(workers, timeout, made, stages)
 
-            _drive(nodes, stop, self._batch, backoff, watch)
+            drive(nodes, stop, self._batch, backoff, watch)
             backoff.reset()
             while not all(w.finished for w in workers):
                 watch(max(backoff.next_timeout(), 0.001))
@@ -470,7 +470,7 @@ class LaneGraphMP(LaneGraphSP):
         raise ExecError(f"process {w.process!r} (stages {', '.join(w.stages)}): {name}: {text}")
 
     def _merge_reports(
-        self, nodes: Sequence[_Node], workers: Sequence[_Worker], stop: StopToken
+        self, nodes: Sequence[Node], workers: Sequence[_Worker], stop: StopToken
     ) -> RunReport:
         by_name = {n.name: _fold(n) for n in nodes}
         for w in workers:
@@ -635,7 +635,9 @@ def _stalled(
     return exc
 
 
-def _set_pdeathsig() -> None:
+def set_pdeathsig() -> None:
+    """Have the kernel kill this (forked) process when its parent dies (Linux; elsewhere a
+    no-op, and the worker's idle check of its parent still holds)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -643,7 +645,7 @@ def _set_pdeathsig() -> None:
         pass
 
 
-def _resume(n: _StageNode, row: lanes.NodeCounters) -> tuple[int, int]:
+def _resume(n: StageNode, row: lanes.NodeCounters) -> tuple[int, int]:
     """A restarted stage: continue its counters from its row, and count what it will do
     again (see the module docstring). Returns ``(redelivered, duplicates)``."""
     consumed = n.inp.position()
@@ -679,14 +681,14 @@ def _worker_main(
     It leaves with ``os._exit``: a worker forked again mid-run holds copies of the
     supervisor's buffered outputs (a ``stdout`` sink), which must never be flushed twice.
     """
-    _set_pdeathsig()
+    set_pdeathsig()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor drains on SIGINT
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if os.getppid() != parent:
         os._exit(1)
     # The inherited handles carry no endpoints; attach our own so each end is ours.
     mine: dict[str, lanes.Lane] = {}
-    nodes: list[_Node] = []
+    nodes: list[Node] = []
     try:
         counters = ex._counters
         if restart and counters is not None:
@@ -703,7 +705,7 @@ def _worker_main(
         if restart and counters is not None:
             for n in nodes:
                 index = counters.find(n.name)
-                if isinstance(n, _StageNode) and index is not None:
+                if isinstance(n, StageNode) and index is not None:
                     redelivered, duplicates = _resume(n, rows[n.name])
                     writer = cast(lanes.RowWriter, n.row)
                     writer.add_restart(redelivered, duplicates)
@@ -722,7 +724,7 @@ def _worker_main(
             else:
                 os.sched_yield()
 
-        _drive(nodes, StopToken(), ex._batch, _Backoff(), idle)
+        drive(nodes, StopToken(), ex._batch, IdleBackoff(), idle)
         conn.send(("ok", [_fold(n) for n in nodes]))
     except StageFailed as exc:
         conn.send(

@@ -22,7 +22,15 @@ from byteor.kernel import BatchResult, Emit, Stage, StageError, StepResult, step
 from byteor.lanes.router import KeyLike, route_of
 from byteor.spec import BUILTIN_OPS
 
-__all__ = ["BUILTIN_FACTORIES", "BUILTIN_SUMMARIES", "canonical_json", "frame", "unframe"]
+__all__ = [
+    "BUILTIN_FACTORIES",
+    "BUILTIN_SUMMARIES",
+    "Batch",
+    "KeyBy",
+    "canonical_json",
+    "frame",
+    "unframe",
+]
 
 _LEN: Final = struct.Struct("<I")
 
@@ -188,6 +196,11 @@ class KeyBy(RecordStage):
         self._field = field
         self._fn = fn
         self._where = where
+
+    @property
+    def by_record(self) -> bool:
+        """Whether it routes by the whole record (neither a ``field`` nor an ``fn``)."""
+        return self._field is None and self._fn is None
 
     def key(self, record: bytes) -> KeyLike | StageError:
         if self._fn is not None:

@@ -51,7 +51,7 @@ from byteor.exec._local import RecordSink, RecordSource
 from byteor.exec._mp import LaneGraphMP, processes_of
 from byteor.exec._ops import frame, unframe
 from byteor.exec._report import NodeReport, RunReport, StopToken
-from byteor.exec._sp import DEFAULT_BATCH, _drain, _Node, _Outbox, _SourceNode
+from byteor.exec._sp import DEFAULT_BATCH, Node, Outbox, _drain, _SourceNode
 from byteor.kernel import Stage, StageCounters
 from byteor.spec import PipelineSpecV1
 
@@ -137,7 +137,7 @@ def _lay_out(records: list[bytes], slots: int, limit: int, room: int, who: str) 
     return out
 
 
-class _RingOutbox(_Outbox):
+class _RingOutbox(Outbox):
     """The source's end of the ring: refuses a record longer than the spec's slot_bytes
     (the ring's slots are longer, to hold the marks)."""
 
@@ -167,7 +167,7 @@ class _RingSource(_SourceNode):
         return self.progressed
 
 
-class _RingStage(_Node):
+class _RingStage(Node):
     """A stage: batches of slots in, ``step_batch``, the results back into the same slots."""
 
     def __init__(
@@ -272,7 +272,7 @@ class _RingStage(_Node):
         return f"{self.who} waits for the ring"
 
 
-class _RingSink(_Node):
+class _RingSink(Node):
     """A sink: reads batches of slots after the last stage and writes their records."""
 
     def __init__(
@@ -330,7 +330,7 @@ class _RingSink(_Node):
         self.adapter.close()
 
 
-class _RingWaiter(_Node):
+class _RingWaiter(Node):
     """A process's sleep on the ring: after a round in which none of its other nodes moved a
     record, waits (up to ``timeout``) for the next slot its first waiting node reads from
     another process, woken by that process's release instead of polling. Multi-process runs
@@ -338,8 +338,8 @@ class _RingWaiter(_Node):
 
     def __init__(
         self,
-        nodes: Sequence[_Node],
-        waits: Sequence[tuple[_Node, lanes.Consumer]],
+        nodes: Sequence[Node],
+        waits: Sequence[tuple[Node, lanes.Consumer]],
         timeout: float,
     ) -> None:
         super().__init__(NodeReport("stage", "-waiter", ""))
@@ -453,15 +453,15 @@ class SingleRing(LaneGraphMP):
 
     def _nodes(
         self, defs: Sequence[NodeDef], made: Mapping[str, lanes.Lane], stages: Mapping[str, Stage]
-    ) -> list[_Node]:
+    ) -> list[Node]:
         """The nodes for ``defs`` over this process's handle(s) on the ring."""
         limit = self._ring.slot_bytes
         room = limit + _TAG_ROOM
         chain = self.graph.nodes  # source, stages in chain order, sinks
         upstream = {n.name: chain[k - 1] for k, n in enumerate(chain) if k}
         last_stage = next((n for n in reversed(chain) if n.kind == "stage"), chain[0])
-        nodes: list[_Node] = []
-        waiting: list[tuple[_Node, lanes.Consumer]] = []  # nodes that read another process
+        nodes: list[Node] = []
+        waiting: list[tuple[Node, lanes.Consumer]] = []  # nodes that read another process
         for node in defs:
             report = NodeReport(node.kind, node.name, node.op)
             if node.kind == "source":
@@ -507,7 +507,7 @@ class SingleRing(LaneGraphMP):
         stages = self._stages()
         self.run_id = run_id
         made = self._lanes(run_id)
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         try:
             nodes = self._nodes(self.graph.nodes, made, stages)
             self._ring_loop(nodes, stop)
@@ -522,7 +522,7 @@ class SingleRing(LaneGraphMP):
             self._release(made)
         return self._merge_reports(nodes, [], stop)
 
-    def _ring_loop(self, nodes: Sequence[_Node], stop: StopToken) -> None:
+    def _ring_loop(self, nodes: Sequence[Node], stop: StopToken) -> None:
         """Rounds over the chain in this process (source, stages, sinks), each node moving up
         to a batch without waiting, until every sink has the end of the stream. A round that
         moves nothing waits for the source's input (stdin) or a stop; a chain cannot stall

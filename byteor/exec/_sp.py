@@ -76,7 +76,7 @@ _BLOCKED = _layout.PHASE_BLOCKED
 _DONE = _layout.PHASE_DONE
 
 
-class _Row(Protocol):
+class NodeRow(Protocol):
     """Where a node publishes its counters (a :class:`byteor.lanes.RowWriter`)."""
 
     live_q: memoryview  # the hot loop stores the live words itself (see RowWriter.begin)
@@ -139,7 +139,7 @@ class _NoRow:
 _NO_ROW = _NoRow()
 
 
-class _Input:
+class Input:
     """One or several input lanes read as one stream, in the node's merge order."""
 
     def __init__(
@@ -194,7 +194,7 @@ class _Input:
         return sum(rx.position for rx in self.receivers)
 
 
-class _Outbox:
+class Outbox:
     """Records waiting for room in an output lane (at most one step's worth)."""
 
     def __init__(self, name: str, tx: LaneTx) -> None:
@@ -216,12 +216,16 @@ class _Outbox:
         return moved
 
 
-class _Node:
+class Node:
+    """One node of a run, visited once a round by :func:`run_round`: ``run`` moves at most a
+    batch without waiting and says whether it moved anything, ``blocked`` says what it waits
+    on (for a stall message), ``done`` ends its visits."""
+
     #: Whether :func:`run_round` times this node's visits (nodes that time their own work,
     #: like SingleRing's, leave it off).
     loop_timed = False
 
-    def __init__(self, report: NodeReport, row: _Row = _NO_ROW) -> None:
+    def __init__(self, report: NodeReport, row: NodeRow = _NO_ROW) -> None:
         self.report = report
         self.row = row
         self.busy = 0  # ns in the visits that moved records (counted by run_round)
@@ -241,11 +245,11 @@ class _Node:
         """Release what the node holds after a failure elsewhere."""
 
 
-class _SourceNode(_Node):
+class _SourceNode(Node):
     loop_timed = True
 
     def __init__(
-        self, report: NodeReport, adapter: RecordSource, out: _Outbox, row: _Row = _NO_ROW
+        self, report: NodeReport, adapter: RecordSource, out: Outbox, row: NodeRow = _NO_ROW
     ) -> None:
         super().__init__(report, row)
         self.adapter = adapter
@@ -301,18 +305,22 @@ class _SourceNode(_Node):
         self.adapter.close()
 
 
-class _StageNode(_Node):
+class StageNode(Node):
+    """A stage: takes up to a batch from its :class:`Input`, steps the op, publishes through
+    its outboxes (:class:`Outbox`), applies the error policy (``action``: fail, skip or route to
+    ``error_out``) and commits its input and its counters row together."""
+
     loop_timed = True
 
     def __init__(
         self,
         report: NodeReport,
         stage: Stage,
-        inp: _Input,
-        outs: list[_Outbox],
-        error_out: _Outbox | None,
+        inp: Input,
+        outs: list[Outbox],
+        error_out: Outbox | None,
         action: str,
-        row: _Row = _NO_ROW,
+        row: NodeRow = _NO_ROW,
     ) -> None:
         super().__init__(report, row)
         self.stage = stage
@@ -421,11 +429,11 @@ class _StageNode(_Node):
         return f"stage {self.name!r} waits for a record on lane {self.inp.waiting_on}"
 
 
-class _SinkNode(_Node):
+class _SinkNode(Node):
     loop_timed = True
 
     def __init__(
-        self, report: NodeReport, adapter: RecordSink, inp: _Input, row: _Row = _NO_ROW
+        self, report: NodeReport, adapter: RecordSink, inp: Input, row: NodeRow = _NO_ROW
     ) -> None:
         super().__init__(report, row)
         self.adapter = adapter
@@ -574,7 +582,7 @@ class LaneGraphSP:
             return lanes.create_counters("sp", rows, backing="memory")
         return lanes.create_counters(f"{run_id}{COUNTERS_SUFFIX}", rows)
 
-    def _row(self, node: str) -> _Row:
+    def _row(self, node: str) -> NodeRow:
         """The counters row of ``node`` for this process (claims it), if the run has rows."""
         counters = self._counters
         if counters is None:
@@ -615,7 +623,7 @@ class LaneGraphSP:
         backing = "memory" if run_id is None else "shm"
         prefix = f"sp{os.getpid()}-{next(_run_ids)}-{graph.pipeline}." if run_id is None else ""
         made = self._create_lanes(prefix if run_id is None else f"{run_id}.", backing)
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         try:
             self._counters = self._create_counters(run_id)
             rx = {
@@ -626,7 +634,7 @@ class LaneGraphSP:
             for node in graph.nodes:
                 report = NodeReport(node.kind, node.name, node.op, process=node.process)
                 inp = (
-                    _Input(
+                    Input(
                         [rx[(i, node.name)] for i in node.inputs],
                         node.merge,
                         node.inputs,
@@ -635,16 +643,16 @@ class LaneGraphSP:
                     if node.inputs
                     else None
                 )
-                outs = [_Outbox(o, made[o].sender()) for o in node.outputs]
+                outs = [Outbox(o, made[o].sender()) for o in node.outputs]
                 row = self._row(node.name)
                 if node.kind == "source":
                     nodes.append(_SourceNode(report, self._source(node), outs[0], row))
                 elif node.kind == "stage":
                     assert inp is not None
                     lane = node.policy.lane
-                    err = _Outbox(lane, made[lane].sender()) if lane is not None else None
+                    err = Outbox(lane, made[lane].sender()) if lane is not None else None
                     nodes.append(
-                        _StageNode(
+                        StageNode(
                             report, stages[node.name], inp, outs, err, node.policy.action, row
                         )
                     )
@@ -675,9 +683,9 @@ class LaneGraphSP:
         if counters.path is not None:
             lanes.unlink_counters(counters.name)
 
-    def _report(self, nodes: list[_Node], stop: StopToken) -> RunReport:
+    def _report(self, nodes: list[Node], stop: StopToken) -> RunReport:
         for n in nodes:
-            if isinstance(n, _StageNode):
+            if isinstance(n, StageNode):
                 self._fold(n)
             n.report.busy_ns = n.busy
         graph = self.graph
@@ -690,7 +698,7 @@ class LaneGraphSP:
         )
 
     @staticmethod
-    def _fold(n: _StageNode) -> None:
+    def _fold(n: StageNode) -> None:
         c, r = n.counters, n.report
         r.records_in, r.records_out = c.records_in, c.records_out
         r.errors, r.skipped, r.routed = c.errors, c.skipped, c.routed
@@ -699,7 +707,7 @@ class LaneGraphSP:
         if callable(extra):
             r.extra = dict(extra())
 
-    def _loop(self, nodes: list[_Node], stop: StopToken) -> None:
+    def _loop(self, nodes: list[Node], stop: StopToken) -> None:
         batch = self._batch
         rounds = 0
         while True:
@@ -739,7 +747,7 @@ def timed_round(n: int) -> bool:
 TIMED: tuple[bool, ...] = tuple(timed_round(n) for n in range(4096))
 
 
-def run_round(nodes: Sequence[_Node], batch: int, stop: StopToken, timed: bool = True) -> bool:
+def run_round(nodes: Sequence[Node], batch: int, stop: StopToken, timed: bool = True) -> bool:
     """Visit every node once; return whether any moved something.
 
     In a ``timed`` round, a visit that moves something is time its node was busy (reading,

@@ -160,6 +160,16 @@ class ObjectStage:
     def outputs(self) -> int:
         return self._outputs
 
+    @property
+    def obj(self) -> Any:
+        """The user's op object it wraps."""
+        return self._obj
+
+    @property
+    def has_finish(self) -> bool:
+        """Whether the object has a ``finish()`` (it may emit at the end what it kept)."""
+        return self._finish is not None
+
     def step(self, record: bytes) -> StepResult:
         try:
             value = self._obj.step(record)

@@ -29,8 +29,8 @@ from byteor.exec import (
 )
 from byteor.exec._mp import _resume
 from byteor.exec._report import NodeReport, StopToken
-from byteor.exec._sp import _Input, _Outbox, _StageNode
 from byteor.exec._stage import FunctionStage
+from byteor.exec.nodes import Input, Outbox, StageNode
 from byteor.spec import LaneSpec, PipelineSpecV1, SinkSpec, SourceSpec, StageSpec
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -227,14 +227,14 @@ def test_a_worker_that_keeps_dying_fails_after_its_restarts(run_name: str) -> No
     assert "after 2 restart(s)" in str(err) and "'left'" in str(err)
 
 
-def _stage_on(lane_in: lanes.Lane, lane_out: lanes.Lane, counters: lanes.Counters) -> _StageNode:
+def _stage_on(lane_in: lanes.Lane, lane_out: lanes.Lane, counters: lanes.Counters) -> StageNode:
     """An identity stage over the two lanes with row 0 (a lane of 256 records: it commits
     every 64, so the 20 of the test stay uncommitted)."""
-    inp = _Input([lane_in.receiver(explicit=True)], "round_robin", ("in",), 256)
-    out = _Outbox("out", lane_out.sender())
+    inp = Input([lane_in.receiver(explicit=True)], "round_robin", ("in",), 256)
+    out = Outbox("out", lane_out.sender())
     stage = FunctionStage(lambda r: r, 1, "identity")
     report = NodeReport("stage", "s", "x")
-    return _StageNode(report, stage, inp, [out], None, "fail", counters.writer(0))
+    return StageNode(report, stage, inp, [out], None, "fail", counters.writer(0))
 
 
 @pytest.mark.parametrize("gave_back", [False, True])
