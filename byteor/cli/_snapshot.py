@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _lane_names(directory: str, name: str) -> list[str]:
     from byteor.exec import COUNTERS_SUFFIX
-    from byteor.lanes._segment import SHM_PREFIX
+    from byteor.lanes import SHM_PREFIX
 
     head = f"{SHM_PREFIX}{name}."
     counters = f"{SHM_PREFIX}{name}{COUNTERS_SUFFIX}"
@@ -130,7 +130,7 @@ def read_snapshot(name: str, directory: str | None = None) -> dict[str, Any]:
     """Every lane and node of run ``name`` as plain data:
     ``{"name", "at_ns", "lanes": {lane: counters}, "nodes": {node: counters}}``."""
     from byteor import lanes
-    from byteor.lanes._segment import SHM_DIR
+    from byteor.lanes import SHM_DIR
 
     where = directory or SHM_DIR
     out: dict[str, Any] = {}

@@ -122,6 +122,7 @@ from byteor.exec import RecordSink, RecordSource, open_sink, open_source
 from byteor.kernel.watermark import AckPath, done_watermark
 from byteor.lanes import (
     Consumer,
+    ConsumerError,
     Lane,
     LaneClosed,
     LaneTimeout,
@@ -130,7 +131,6 @@ from byteor.lanes import (
     RowWriter,
     WouldBlock,
 )
-from byteor.lanes._segment import _C_CURSOR, _P_CURSOR  # cursor words: read, never written
 
 __all__ = [
     "STAMP",
@@ -304,13 +304,10 @@ class _Cursor:
     consumer and looks at ``/proc``)."""
 
     def __init__(self, lane: Lane, reader: str) -> None:
-        seg = lane.segment
-        found = [i for i in seg.active_consumers() if seg.consumer_name(i) == reader]
-        if not found:
-            raise EdgeFailed(f"lane {lane.name!r} has no consumer {reader!r}")
-        self._q = seg.q
-        self._c = seg.c(found[0]) + _C_CURSOR
-        self._p = seg.p + _P_CURSOR
+        try:
+            self._q, self._c, self._p = lane.cursor_words(reader)
+        except ConsumerError as exc:
+            raise EdgeFailed(str(exc)) from None
 
     def read(self) -> tuple[int, int]:
         q = self._q

@@ -71,6 +71,8 @@ from byteor.edgeplane._errors import ObserveError, ObserveUnavailable
 from byteor.edgeplane._status import LATENCY_BOUNDS_NS, HistogramCounts
 from byteor.exec import COUNTERS_SUFFIX
 from byteor.lanes import (
+    SHM_DIR,
+    SHM_PREFIX,
     Lane,
     LaneError,
     LaneStatistics,
@@ -79,7 +81,6 @@ from byteor.lanes import (
     attach,
     attach_counters,
 )
-from byteor.lanes._segment import SHM_DIR, SHM_PREFIX
 
 try:
     import uvicorn

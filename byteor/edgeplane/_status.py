@@ -86,12 +86,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from byteor.lanes._platform import (
-    check_shared_memory_platform,
-    pid_alive,
-    process_start_time,
-)
-from byteor.lanes._segment import SHM_DIR
+from byteor.lanes import SHM_DIR, check_shared_memory_platform, pid_alive, process_start_time
 
 __all__ = [
     "STATUS_PREFIX",

@@ -120,7 +120,7 @@ from byteor.exec.nodes import (
     set_pdeathsig,
 )
 from byteor.kernel import Stage
-from byteor.lanes._segment import SHM_DIR, SHM_PREFIX
+from byteor.lanes import SHM_DIR, SHM_PREFIX
 from byteor.lanes.doctor import inspect_segment
 from byteor.spec import MAX_SLOT_BYTES, Finding, PipelineSpecV1
 

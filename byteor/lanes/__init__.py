@@ -13,6 +13,10 @@ Next to its lanes, a pipeline run keeps a *counters segment* (:func:`create_coun
 row of counters per node, each written without locks by the process running the node and read
 by anyone (``byteor snapshot``).
 
+A shared-memory lane ``name`` is the file ``SHM_DIR/SHM_PREFIX + name``; a process that
+registers in a segment is told from a later one with its pid by :func:`process_start_time`
+(:func:`pid_alive` checks both), which other segments of a run (a status segment) use too.
+
 ::
 
     lane = byteor.lanes.create("orders", kind="events", capacity=4096, slot_bytes=256)
@@ -61,7 +65,9 @@ from byteor.lanes._lane import (
     read_statistics,
     unlink,
 )
+from byteor.lanes._platform import check_shared_memory_platform, pid_alive, process_start_time
 from byteor.lanes._ring import Consumer, Producer
+from byteor.lanes._segment import SHM_DIR, SHM_PREFIX
 from byteor.lanes._wait import BUSY_WAIT, DEFAULT_WAIT, WaitStrategy
 from byteor.lanes.router import Merge, Router
 
@@ -89,6 +95,12 @@ __all__ = [
     "CounterRow",
     "NodeCounters",
     "RowWriter",
+    # segment files and the processes that own them
+    "SHM_DIR",
+    "SHM_PREFIX",
+    "process_start_time",
+    "pid_alive",
+    "check_shared_memory_platform",
     # errors
     "LaneError",
     "AttachError",

@@ -468,6 +468,23 @@ class Lane:
         seg = self._seg
         return [seg.consumer_name(i) for i in seg.active_consumers()]
 
+    def cursor_words(self, consumer: str) -> tuple[memoryview, int, int]:
+        """For a reader that polls a consumer's progress often: the segment as 64-bit words,
+        and the indexes in it of ``consumer``'s cursor and of the producer's published
+        cursor. Two word loads (the consumer's first) then tell how far it is and how far it
+        could be, where :meth:`statistics` builds a record per consumer and looks at
+        ``/proc``. Read the words, never write them; they are valid until :meth:`close`.
+
+        Raises:
+            ConsumerError: the lane has no consumer of that name.
+        """
+        seg = self._seg
+        index = seg.find_consumer(consumer)
+        if index is None:
+            known = ", ".join(self.consumer_names()) or "none"
+            raise ConsumerError(f"lane {self.name!r} has no consumer {consumer!r} (known: {known})")
+        return seg.q, seg.c(index) + _C_CURSOR, seg.p + _P_CURSOR
+
     # -- observing and lifetime ---------------------------------------------------------
 
     def statistics(self) -> LaneStatistics:

@@ -60,3 +60,22 @@ def test_refused_for_readers_that_do_not_gate(core_make_lane) -> None:
     journal = core_make_lane("journal")
     with pytest.raises(bl.ConsumerError, match="explicit release"):
         journal.receiver(explicit=True)  # a tailing reader
+
+
+def test_cursor_words_read_what_statistics_reads(core_make_lane) -> None:
+    # The cheap read of a consumer's progress (EdgePlane's watermark polls it): two word loads
+    # that agree with statistics() as the consumer releases and the producer publishes.
+    lane = core_make_lane("fanout", capacity=64, consumers=("a", "b"))
+    tx = lane.sender()
+    rx = lane.receiver("b", explicit=True, publish_every=1)
+    q, consumer, producer = lane.cursor_words("b")
+    assert (q[consumer], q[producer]) == (0, 0)
+    for i in range(7):
+        tx.send(b"%d" % i)
+    assert [bytes(rx.receive_nowait()) for _ in range(5)] == [b"%d" % i for i in range(5)]
+    assert (q[consumer], q[producer]) == (0, 7)  # taken, not released
+    rx.release()
+    assert (q[consumer], q[producer]) == (position(lane, "b"), 7) == (5, 7)
+    assert q[lane.cursor_words("a")[1]] == position(lane, "a") == 0
+    with pytest.raises(bl.ConsumerError, match=r"no consumer 'c' \(known: a, b\)"):
+        lane.cursor_words("c")
