@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from byteor.adapters._errors import AdapterConfigError
-from byteor.spec import Finding
-from byteor.spec._findings import did_you_mean
+from byteor.spec import Finding, did_you_mean
 
 __all__ = ["ConfigField", "ConfigSchema", "ConfigValue", "ADAPTER_CODES"]
 

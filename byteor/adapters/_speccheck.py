@@ -35,8 +35,14 @@ from typing import Final, Literal, Protocol, TypeVar
 from byteor.adapters._contract import Adapter
 from byteor.adapters._errors import AdapterUnavailable
 from byteor.adapters._registry import AdapterEntry, available_adapters, load_adapter
-from byteor.spec import ADAPTERS, AdapterCapabilities, Finding, KvDocument, PipelineSpecV1
-from byteor.spec._findings import did_you_mean
+from byteor.spec import (
+    ADAPTERS,
+    AdapterCapabilities,
+    Finding,
+    KvDocument,
+    PipelineSpecV1,
+    did_you_mean,
+)
 
 __all__ = [
     "AdapterUse",

@@ -63,7 +63,7 @@ from byteor.spec._constants import (
 )
 from byteor.spec._diff import KeyChange, SpecDiff, diff_specs
 from byteor.spec._errors import SpecError, SpecValidationError
-from byteor.spec._findings import CODES, Finding, Severity, has_errors
+from byteor.spec._findings import CODES, Finding, Severity, did_you_mean, has_errors
 from byteor.spec._kv import KvDocument, KvEntry, parse_kv
 from byteor.spec._model import LaneSpec, PipelineSpecV1, SinkSpec, SourceSpec, StageSpec
 from byteor.spec._validate import LaneUse, lane_uses
@@ -99,6 +99,7 @@ __all__ = [
     "Severity",
     "CODES",
     "has_errors",
+    "did_you_mean",
     "LaneUse",
     "lane_uses",
     # diff and compatibility
