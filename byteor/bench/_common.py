@@ -24,7 +24,7 @@ import textwrap
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from byteor.cli._output import EXIT_FINDINGS, EXIT_OK, CliError, emit
+from byteor.cli.common import EXIT_FINDINGS, EXIT_OK, CliError, emit
 
 __all__ = [
     "command_line",

@@ -94,7 +94,7 @@ from byteor.bench._common import (
 )
 from byteor.bench.adapters._harness import tcp_probe
 from byteor.bench.lanes import BenchFailure, _fmt_rate, machine_info, source_info
-from byteor.cli._output import EXIT_OK, CliError, emit
+from byteor.cli.common import EXIT_OK, CliError, emit
 
 if TYPE_CHECKING:
     Conn = asyncpg.Connection[asyncpg.Record]

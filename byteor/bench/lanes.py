@@ -72,7 +72,7 @@ import numpy as np
 import numpy.typing as npt
 
 from byteor.bench._common import finish, say, speed_warning, versions, warn_if_busy
-from byteor.cli._output import EXIT_OK, CliError, emit
+from byteor.cli.common import EXIT_OK, CliError, emit
 from byteor.errors import ByteorError
 
 __all__ = [

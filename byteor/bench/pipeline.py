@@ -83,7 +83,7 @@ from byteor.bench.lanes import (
     machine_info,
     source_info,
 )
-from byteor.cli._output import EXIT_OK, CliError, emit
+from byteor.cli.common import EXIT_OK, CliError, emit
 from byteor.exec import LaneGraphMP, LaneGraphSP, SingleRing, StageContext
 from byteor.kernel import BatchResult, Emit, StageError, StepResult, step_each
 from byteor.spec import LaneSpec, PipelineSpecV1, SinkSpec, SourceSpec, StageSpec

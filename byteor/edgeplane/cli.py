@@ -20,9 +20,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NoReturn
 
 from byteor import __version__
-from byteor.cli._adapters import check_adapters, declared
-from byteor.cli._load import findings_json, load, read_bytes, render_findings, sniff_kind
-from byteor.cli._output import CliError
+from byteor.cli.common import (
+    CliError,
+    check_adapters,
+    declared,
+    findings_json,
+    load,
+    read_bytes,
+    render_findings,
+    sniff_kind,
+)
 from byteor.edgeplane._config import (
     Redactor,
     add_option_arguments,

@@ -27,7 +27,7 @@ from byteor.bench.adapters._peer import Peer
 from byteor.bench.adapters.redis import RedisCase, _HandSource
 from byteor.bench.lanes import BenchFailure
 from byteor.cli import main
-from byteor.cli._output import CliError
+from byteor.cli.common import CliError
 
 PLAN = Plan(records=1_000, size=64, batch=100)
 BATCHES = PLAN.records // PLAN.batch

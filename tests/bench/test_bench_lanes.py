@@ -18,7 +18,7 @@ import pytest
 
 from byteor.bench import lanes as bench
 from byteor.bench.lanes import BenchFailure, Gate, Plan, RoundTrips, Sent, Tally
-from byteor.cli._output import CliError
+from byteor.cli.common import CliError
 
 
 class _FreeGate(Gate):

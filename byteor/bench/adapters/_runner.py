@@ -46,7 +46,7 @@ from byteor.bench.lanes import (
     machine_info,
     source_info,
 )
-from byteor.cli._output import EXIT_OK, CliError, emit
+from byteor.cli.common import EXIT_OK, CliError, emit
 
 __all__ = ["CASES", "TARGET", "Row", "run_benchmark", "summarise", "run_cli"]
 
