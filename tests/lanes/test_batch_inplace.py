@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
@@ -131,3 +132,31 @@ def test_batches_larger_than_one_copy_piece_keep_every_byte_and_seq(
         for s in (1, 64, 100)
     ]
     assert [w.tolist() for w in words] == [[len(sent[s - 1]), s] for s in (1, 64, 100)]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_large_batch_of_views_is_made_without_a_collection(core_make_lane, enabled: bool) -> None:
+    lane = core_make_lane("events", capacity=256, slot_bytes=16)
+    tx, rx = lane.sender(), lane.receiver()
+    sent = [b"%d" % i for i in range(200)]
+    tx.send_batch(sent)
+    collections: list[str] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        collections.append(phase)
+
+    was, threshold = gc.isenabled(), gc.get_threshold()
+    gc.collect()  # the young count starts at 0: the call's few other objects stay below 100
+    gc.set_threshold(100)  # without the pause, 200 new views would set off a collection
+    (gc.enable if enabled else gc.disable)()
+    gc.callbacks.append(seen)
+    try:
+        views = rx.receive_batch(200)
+        during = len(collections)  # allocates nothing the collector counts
+        assert gc.isenabled() is enabled  # left as it was found
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*threshold)
+        (gc.enable if was else gc.disable)()
+    assert during == 0
+    assert [bytes(v) for v in views] == sent
