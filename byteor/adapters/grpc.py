@@ -135,6 +135,7 @@ __all__ = [
     "GrpcPosition",
     "SERVICE",
     "status_error",
+    "server_options",
 ]
 
 log = logging.getLogger("byteor.adapters.grpc")
@@ -289,7 +290,10 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """The channel options of our gRPC servers (``grpc.aio.server(options=...)``): message
+    size limits both ways, no second server on the port, and the keepalive pings our sinks
+    send allowed. A hand-written server that stands in for ours uses the same."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -305,7 +309,7 @@ async def _serve(
     host: str, port: int, max_message_bytes: int, handler: grpc.GenericRpcHandler
 ) -> tuple[grpc.aio.Server, int]:
     """A started ``grpc.aio`` server for ``handler`` on ``host:port``, and its bound port."""
-    server = grpc.aio.server(options=_server_options(max_message_bytes))
+    server = grpc.aio.server(options=server_options(max_message_bytes))
     server.add_generic_rpc_handlers((handler,))
     where = _address(host, port)
     try:

@@ -44,7 +44,7 @@ import grpc.aio
 from byteor.adapters import Headers, OutRecord, Record, ack_all
 from byteor.adapters._grpc_gen import stream_pb2 as pb
 from byteor.adapters._grpc_gen import stream_pb2_grpc as pb_grpc
-from byteor.adapters.grpc import PUBLISH, GrpcSink, GrpcSource, _server_options
+from byteor.adapters.grpc import PUBLISH, GrpcSink, GrpcSource, server_options
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
     BenchFailure,
@@ -152,7 +152,7 @@ class _HandSource(LoadedSource[list[tuple[_HandStream, int]]]):
         self._server: grpc.aio.Server | None = None
 
     async def serve(self) -> str:
-        server = grpc.aio.server(options=_server_options(MAX_MESSAGE_BYTES))
+        server = grpc.aio.server(options=server_options(MAX_MESSAGE_BYTES))
         pb_grpc.add_RecordsServicer_to_server(_HandServicer(self), server)  # type: ignore[no-untyped-call]
         port = server.add_insecure_port(f"{HOST}:0")
         await server.start()
