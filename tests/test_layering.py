@@ -5,7 +5,11 @@ would fail to import is still checked).
 * ``byteor.spec`` and ``byteor.plan`` import nothing of ours but ``byteor.errors`` and their
   own package, and no I/O module;
 * ``byteor.kernel`` likewise, and not ``ctypes`` either: it is the sans-IO hot loop;
-* ``byteor.lanes`` knows nothing of specs, plans, lowering, executors, adapters or the CLI.
+* ``byteor.lanes`` knows nothing of specs, plans, lowering, executors, adapters or the CLI;
+* no package reaches into another's private modules or names: a module of ``byteor.<pkg>``
+  imports ``byteor.<other>`` only through its public modules and names (no ``_``-prefixed
+  part), except the generated code in :data:`PRIVATE_ALLOWED`. What another package needs
+  gets a public home (``byteor.exec.nodes``, ``byteor.cli.common``, a package export).
 
 Every import counts, at module level or inside a function (a lazy import is still a
 dependency), except that imports under ``if TYPE_CHECKING:`` never run and so are exempt from
@@ -46,12 +50,14 @@ IO_MODULES = frozenset(
 
 @dataclass(frozen=True)
 class Import:
-    """One import found in a module: the absolute module name, where, and how."""
+    """One import found in a module: the absolute module name, where, and how; ``name`` is
+    what ``from module import name`` takes when it is not a module of ours itself."""
 
     module: str
     path: str
     line: int
     type_checking_only: bool
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ def find_imports(
                 if base.split(".")[0] == "byteor" and _is_module(sub, root):
                     found.append(Import(sub, path, node.lineno, guarded))
                 else:
-                    found.append(Import(base, path, node.lineno, guarded))
+                    found.append(Import(base, path, node.lineno, guarded, alias.name))
         elif isinstance(node, ast.Call) and _dynamic_import_name(node) is not None:
             found.append(Import(_dynamic_import_name(node) or "", path, node.lineno, guarded))
         for child in ast.iter_child_nodes(node):
@@ -200,6 +206,45 @@ def violations(rule: Rule, imports: list[Import]) -> list[str]:
     return out
 
 
+#: Private modules other packages may import all the same: generated code (gRPC stubs).
+PRIVATE_ALLOWED = ("byteor.adapters._grpc_gen",)
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+
+def owner_package(module: str, root: Path = ROOT) -> str:
+    """The package a module of ours belongs to for privacy: ``byteor.<pkg>`` for everything
+    under ``byteor/<pkg>/``, ``byteor`` for the modules directly under ``byteor/``."""
+    parts = module.split(".")
+    if len(parts) > 1 and (root / parts[0] / parts[1] / "__init__.py").is_file():
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def private_reaches(module: str, imports: list[Import]) -> list[str]:
+    """One line per import of ``module`` that takes a private module or name (a part that
+    starts with ``_``) of another package: ``path:line: imports X (private to P)``."""
+    out: list[str] = []
+    mine = owner_package(module)
+    for imp in imports:
+        parts = imp.module.split(".")
+        if parts[0] != "byteor":
+            continue
+        first = next((i for i in range(1, len(parts)) if _private(parts[i])), None)
+        if first is None and imp.name is not None and _private(imp.name):
+            parts, first = [*parts, imp.name], len(parts)  # a private name of a public module
+        if first is None:
+            continue
+        taken = ".".join(parts)
+        owner = owner_package(".".join(parts[:first]))
+        if owner == mine or any(_within(taken, a) for a in PRIVATE_ALLOWED):
+            continue
+        out.append(f"{imp.path}:{imp.line}: imports {taken} (private to {owner})")
+    return out
+
+
 def package_modules(package: str) -> list[Path]:
     base = ROOT / Path(*package.split("."))
     if base.with_suffix(".py").is_file():
@@ -233,6 +278,27 @@ def test_layering(rule: Rule) -> None:
     assert not problems, (
         f"{len(problems)} import(s) break the layering of {rule.package} "
         "(shared/ARCHITECTURE.md, 'Layers and who may import whom'):\n  " + "\n  ".join(problems)
+    )
+
+
+def test_no_package_reaches_into_another_s_private_modules() -> None:
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 20
+    problems: list[str] = []
+    for path in modules:
+        module = module_name(path)
+        imports = find_imports(
+            path.read_text(encoding="utf-8"),
+            module,
+            str(path.relative_to(ROOT)),
+            is_package=path.name == "__init__.py",
+        )
+        problems += private_reaches(module, imports)
+    assert not problems, (
+        f"{len(problems)} import(s) reach into another package's private modules or names. "
+        "Import the public name instead (the package's __init__, or a public module such as "
+        "byteor.exec.nodes or byteor.cli.common), or give what is needed a public home there; "
+        f"generated code may be added to PRIVATE_ALLOWED:\n  " + "\n  ".join(problems)
     )
 
 
@@ -355,6 +421,66 @@ def test_checker_lanes_may_use_kernel_errors_and_io() -> None:
     source = "import os, mmap, ctypes\nfrom byteor.kernel.barrier import SeqBarrier\n"
     source += "from byteor.errors import ByteorError\n"
     assert check(LANES, source, "byteor.lanes._x") == []
+
+
+def reaches(source: str, module: str = "byteor.edgeplane._x") -> list[str]:
+    return private_reaches(module, find_imports(source, module, "m.py"))
+
+
+@pytest.mark.parametrize(
+    ("source", "taken", "owner"),
+    [
+        ("from byteor.lanes._segment import SHM_DIR", "byteor.lanes._segment", "byteor.lanes"),
+        ("import byteor.exec._sp", "byteor.exec._sp", "byteor.exec"),
+        ("from byteor.exec import _sp", "byteor.exec._sp", "byteor.exec"),
+        ("from byteor.exec import _hidden", "byteor.exec._hidden", "byteor.exec"),
+        ("from byteor.exec.nodes import _hidden", "byteor.exec.nodes._hidden", "byteor.exec"),
+        ("from ...cli._output import emit", "byteor.cli._output", "byteor.cli"),
+        ("importlib.import_module('byteor.cli._load')", "byteor.cli._load", "byteor.cli"),
+        (
+            "def f():\n    from byteor.spec._findings import x",
+            "byteor.spec._findings",
+            "byteor.spec",
+        ),
+        (
+            "if TYPE_CHECKING:\n    from byteor.lanes._lane import L",
+            "byteor.lanes._lane",
+            "byteor.lanes",
+        ),
+        ("from byteor import _lazy", "byteor._lazy", "byteor"),
+    ],
+)
+def test_private_reach_found(source: str, taken: str, owner: str) -> None:
+    (found,) = reaches(source, "byteor.edgeplane.sub._x")
+    assert found.startswith("m.py:") and found.endswith(f": imports {taken} (private to {owner})")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from byteor.exec.nodes import StageNode",
+        "from byteor.lanes import SHM_DIR",
+        "from byteor import lanes",
+        "from byteor.edgeplane._status import W_HELD",  # its own package
+        "from .._frame import STAMP",  # its own package, relatively
+        "from byteor.adapters._grpc_gen import stream_pb2",  # generated: allowed
+        "import byteor.adapters._grpc_gen.stream_pb2_grpc",
+        "from byteor.spec import *",
+        "from os import _exit",  # not ours
+    ],
+)
+def test_private_reach_allowed(source: str) -> None:
+    assert reaches(source, "byteor.edgeplane.sub._x") == []
+
+
+def test_private_reach_owner_is_the_top_level_package() -> None:
+    # A subpackage's private module is its top-level package's to use; modules directly under
+    # byteor/ (the facade) are byteor's.
+    assert reaches("from byteor.bench.adapters._harness import x", "byteor.bench.lanes") == []
+    assert reaches("from byteor.exec._sp import x", "byteor.errors") == [
+        "m.py:1: imports byteor.exec._sp (private to byteor.exec)"
+    ]
+    assert reaches("from byteor import _lazy", "byteor.errors") == []
 
 
 def test_facade_names_every_layer_lazily() -> None:
