@@ -10,6 +10,14 @@ trimmed with ``MAXLEN``; a batch is confirmed when Redis returned an id for ever
 
 An entry holds the fields ``p`` (payload), ``k`` (key, when there is one) and ``h``
 (headers: per header a 2-byte name length, the name, a 4-byte value length, the value).
+
+Theory of operation (batches). Each read is handed out as one :class:`RecordBatch` of
+columns made from the client's ``(id, fields)`` entries by list comprehension (payloads; keys
+and headers only when an entry has them; the ids only when a record is made), with one
+:class:`_Read` for all of them. ``ack_all`` of the whole batch queues its ids for the XACK at
+C level (one ``extend`` over the entries), ``nack_all`` puts the entries back as they came,
+ids and fields, with no record made; records settled one by one, or some of a batch's
+records, go the per-record way.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -42,9 +51,8 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
-    RecordRow,
+    RecordBatch,
     Settler,
-    make_records,
 )
 from byteor.spec import Delivery
 
@@ -82,9 +90,13 @@ def encode_entry(rec: OutRecord) -> dict[bytes, bytes]:
 
 def _fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, bytes | None, Headers]:
     """Payload, key and headers of an entry's fields."""
-    raw = fields.get(b"h")
+    return fields.get(b"p", b""), fields.get(b"k"), _headers(fields.get(b"h"))
+
+
+def _headers(raw: bytes | None) -> Headers:
+    """The headers of an entry's ``h`` field (absent or empty: none)."""
     if not raw:
-        return fields.get(b"p", b""), fields.get(b"k"), ()
+        return ()
     headers: list[tuple[str, bytes]] = []
     at = 0
     while at < len(raw):
@@ -96,22 +108,48 @@ def _fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, bytes | None, Headers
         at += 4
         headers.append((name, raw[at : at + vl]))
         at += vl
-    return fields.get(b"p", b""), fields.get(b"k"), tuple(headers)
+    return tuple(headers)
 
 
 def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
     return OutRecord(*_fields(fields))
 
 
+_Entry = tuple[bytes, Mapping[bytes, bytes]]
+_id_of: Callable[[_Entry], bytes] = itemgetter(0)
+_fields_of: Callable[[_Entry], Mapping[bytes, bytes]] = itemgetter(1)
+_payload_field: Callable[[Mapping[bytes, bytes]], bytes] = itemgetter(b"p")
+
+
+def _columns(
+    entries: Sequence[_Entry],
+) -> tuple[list[bytes], list[bytes | None] | None, list[Headers] | None]:
+    """Payloads, keys (None when no entry has one) and headers (None when no entry has any)
+    of ``(id, fields)`` entries."""
+    fields = list(map(_fields_of, entries))
+    if set(map(len, fields)) == {1}:  # one field each: payload only, what our sink writes
+        try:
+            return list(map(_payload_field, fields)), None, None
+        except KeyError:  # a foreign entry's one field: read it the general way
+            pass
+    payloads = [f.get(b"p", b"") for f in fields]
+    keys: list[bytes | None] | None = [f.get(b"k") for f in fields]
+    if keys is not None and keys.count(None) == len(keys):
+        keys = None
+    raw = [f.get(b"h") for f in fields]
+    return payloads, keys, [_headers(h) for h in raw] if any(raw) else None
+
+
 class _Read(Settler):
     """The entries of one ``next_batch``, as the :class:`Settler` in their records' ``ack``
-    field (the record's position is the entry id): acknowledging a batch queues its ids for
-    the XACK that goes with the next read, without a handle per record."""
+    field (the record's position is the entry id): acknowledging records queues their ids
+    for the XACK that goes with the next read, without a handle per record; ``entries`` are
+    the read's ``(id, fields)`` as the client gave them, for settling the whole batch."""
 
-    __slots__ = ("source", "epoch")
+    __slots__ = ("source", "epoch", "entries")
 
-    def __init__(self, source: RedisSource, epoch: int) -> None:
-        self.source, self.epoch = source, epoch
+    def __init__(self, source: RedisSource, epoch: int, entries: Sequence[_Entry]) -> None:
+        self.source, self.epoch, self.entries = source, epoch, entries
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
         return _EntryAck(self, record)
@@ -125,6 +163,17 @@ class _Read(Settler):
             source._to_ack += ids
         else:  # taken back with what they hold (other fields of a foreign entry are unused)
             source._ready.extend(zip(ids, map(encode_entry, map(Record.out, records)), strict=True))
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
+        """The whole read settled: its ids queued for the XACK, or its entries (ids and
+        fields as read) taken back, with no record made."""
+        source = self.source
+        if source._stopped or self.epoch != source._epoch:
+            return  # still pending in Redis: it will be delivered again
+        if ok:
+            source._to_ack.extend(map(_id_of, self.entries))
+        else:
+            source._ready.extend(self.entries)
 
 
 class _EntryAck(Ack):
@@ -223,19 +272,17 @@ class RedisSource(Source):
                     break
         self._client = client
 
-    def _records(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Record]:
-        """Records of ``(id, fields)`` entries, as read from the stream or taken back: one
-        object each, with the batch's :class:`_Read` in place of the ack handle."""
-        read = _Read(self, self._epoch)
-        rows: list[RecordRow] = []
-        append = rows.append
-        for eid, fields in entries:
-            if len(fields) == 1 and b"p" in fields:  # payload only: what our sink writes
-                append((fields[b"p"], None, (), eid, read))
-            else:
-                payload, key, headers = _fields(fields)
-                append((payload, key, headers, eid, read))
-        return make_records(rows, LazyAckRecord)
+    def _batch(self, entries: Sequence[_Entry]) -> Sequence[Record]:
+        """``(id, fields)`` entries, as read from the stream or taken back, as one batch of
+        columns with a :class:`_Read` for all of them (the ids read when a record is made)."""
+        if not entries:
+            return []
+        payloads, keys, headers = _columns(entries)
+
+        def ids() -> list[bytes]:
+            return list(map(_id_of, entries))
+
+        return RecordBatch(payloads, keys, headers, ids, _Read(self, self._epoch, entries))
 
     async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """One command, retried with backoff while the server is unreachable (redis-py
@@ -256,7 +303,9 @@ class RedisSource(Source):
             await self._call(lambda c: c.xack(self._stream, self._group, *ids))
             del self._to_ack[: len(ids)]  # only once Redis has them
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of one read (or of entries taken back), ``[]`` when nothing
+        is there within ``timeout_s``."""
         client = self._client
         if client is None or self._stopped:
             raise AdapterError("redis: source is not started", adapter="redis")
@@ -265,7 +314,7 @@ class RedisSource(Source):
             if self._paused:
                 return []
             ready = self._ready
-            return self._records([ready.popleft() for _ in range(min(max_records, len(ready)))])
+            return self._batch([ready.popleft() for _ in range(min(max_records, len(ready)))])
         block = int(timeout_s * 1000) if timeout_s > 0 else None
         ids = list(self._to_ack)
 
@@ -283,10 +332,11 @@ class RedisSource(Source):
 
         reply: Any = await self._call(read)
         del self._to_ack[: len(ids)]  # only once Redis has them
-        out: list[Record] = []
-        for _, entries in reply or []:
-            out += self._records(entries)
-        return out
+        if not reply:
+            return []
+        if len(reply) == 1:  # one stream read: its entries as they came
+            return self._batch(reply[0][1])
+        return self._batch([e for _, entries in reply for e in entries])
 
     def pause(self) -> None:
         self._paused = True

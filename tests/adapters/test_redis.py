@@ -16,6 +16,7 @@ from byteor.adapters import (
     AdapterError,
     AdapterUnreachable,
     OutRecord,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -149,6 +150,50 @@ async def test_batches_settle_without_handles_and_nacked_entries_come_back_whole
         assert pending["pending"] == 0
     finally:
         await src.stop()
+
+
+async def test_a_read_is_a_batch_of_columns_settled_whole(harness: RedisHarness) -> None:
+    """A read comes as a RecordBatch: its columns straight from the entries (keys and headers
+    only when an entry has them), its records made only when read; nack_all of it hands the
+    same entries out again, ack_all XACKs exactly its ids; a batch one of whose records was
+    acked on its own is refused whole, and its records settle one by one."""
+    sent = [OutRecord(b"a"), OutRecord(b"b", b"k", (("h", b"v"),)), OutRecord(b"c")]
+    await harness.produce(sent + [OutRecord(b"plain%d" % i) for i in range(3)])
+    ids = [eid for eid, _ in await harness.client.xrange(harness.stream)]
+    src = await harness.new_source()
+
+    async def pending() -> list[bytes]:
+        got = await harness.client.xpending_range(harness.stream, "g", "-", "+", 100)
+        return [p["message_id"] for p in got]
+
+    try:
+        got = await src.next_batch(3, timeout_s=1.0)
+        assert isinstance(got, RecordBatch)
+        assert got.payloads == [b"a", b"b", b"c"] and got.keys == [None, b"k", None]
+        assert got.headers == [(), (("h", b"v"),), ()] and list(got.positions) == ids[:3]
+        await nack_all(got)
+        again = await src.next_batch(10)
+        assert isinstance(again, RecordBatch) and again.payloads == got.payloads
+        assert (again.keys, again.headers, list(again.positions)) == (
+            got.keys,
+            got.headers,
+            ids[:3],
+        )
+        assert [r.out() for r in again] == sent
+        await ack_all(again)
+        plain = await src.next_batch(10, timeout_s=1.0)  # sends the XACK of the three
+        assert isinstance(plain, RecordBatch) and (plain.keys, plain.headers) == (None, None)
+        assert plain.payloads == [b"plain%d" % i for i in range(3)]
+        assert await pending() == ids[3:], "exactly the acked batch's ids were XACKed"
+        await plain[1].ack.ack()
+        with pytest.raises(AckError, match="settled on its own"):
+            await ack_all(plain)
+        assert await src.next_batch(10, timeout_s=0.1) == []  # sends the one XACK
+        assert await pending() == [ids[3], ids[5]], "the batch was refused: nothing more"
+        await ack_all([plain[0], plain[2]])
+    finally:
+        await src.stop()
+    assert await pending() == []
 
 
 async def test_sink_trims_with_maxlen(harness: RedisHarness) -> None:
