@@ -93,6 +93,7 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
+    RecordBatch,
     Settler,
     make_records,
 )
@@ -508,10 +509,11 @@ class _PublishAck(_Numbered):
 
 
 class _Taken(Settler):
-    """The records of one request message handed out by one ``next_batch``: their
-    acknowledgement, one object for all of them, with their ids. ``ack_all`` / ``nack_all``
-    settle them on the stream at once (all of them, the common case: the ids it holds; else
-    each record's id); reading a record's ``ack`` makes its :class:`_PublishAck`."""
+    """The records of one stream handed out by one ``next_batch`` (one request message or
+    several in a row): their acknowledgement, one object for all of them, with their ids.
+    ``ack_all`` / ``nack_all`` of their :class:`_GrpcBatch` settle its ids on the stream at
+    once (:meth:`settle_batch`), of some records each record's id (all of them: the ids it
+    holds); reading a record's ``ack`` makes its :class:`_PublishAck`."""
 
     __slots__ = ("_ids", "_stream", "number")
 
@@ -528,10 +530,60 @@ class _Taken(Settler):
             ids = [_rid(r) for r in records]
         self._stream.settle_all(ids, ok)
 
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
+        self._stream.settle_all(self._ids, ok)
+
     def settled_ack(self, state: AckState) -> Ack:
         mark = _Numbered(self.number)  # keeps the number for a position read later
         mark._state = state
         return mark
+
+
+class _GrpcBatch(RecordBatch):
+    """The records of one stream that one ``next_batch`` hands out, as the columns they
+    arrived in (a :class:`RecordBatch` with one :class:`_Taken`); ``positions`` are
+    :class:`GrpcPosition` objects, made when first read. Its records, when made, are
+    :class:`GrpcRecord` objects holding their id in the position slot (one object a record,
+    as without a batch), so this class makes them instead of RecordBatch's LazyAckRecords."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(
+        self,
+        taken: _Taken,
+        ids: list[int],
+        payloads: list[bytes],
+        keys: list[bytes | None] | None,
+        headers: list[Headers] | None,
+    ) -> None:
+        number = taken.number
+
+        def positions() -> list[GrpcPosition]:
+            return [GrpcPosition(number, rid) for rid in ids]
+
+        super().__init__(payloads, keys, headers, positions, taken)
+        self._ids = ids
+
+    def _make(self, i: int) -> Record:
+        keys, headers = self.keys, self.headers
+        return GrpcRecord(
+            self.payloads[i],
+            None if keys is None else keys[i],
+            () if headers is None else headers[i],
+            self._ids[i],  # the position slot: an int until read (GrpcRecord)
+            self._ack(),  # type: ignore[arg-type]
+        )
+
+    def _make_all(self) -> list[Record]:
+        keys, headers = self.keys, self.headers
+        rows = zip(
+            self.payloads,
+            itertools.repeat(None) if keys is None else keys,
+            itertools.repeat(()) if headers is None else headers,
+            self._ids,
+            itertools.repeat(self._ack()),
+        )
+        return make_records(rows, GrpcRecord)
 
 
 class _Chunk:
@@ -556,6 +608,25 @@ class _Chunk:
     @property
     def left(self) -> int:
         return len(self.ids) - self.at
+
+
+def _extend(
+    run: _Chunk,
+    ids: list[int],
+    payloads: list[bytes],
+    keys: list[bytes | None] | None,
+    headers: list[Headers] | None,
+) -> None:
+    """Append the columns of a stream's next message to ``run`` (new lists: a chunk's own
+    columns may be in a batch already)."""
+    n, m = len(run.ids), len(ids)
+    run.ids = run.ids + ids
+    run.payloads = run.payloads + payloads
+    if keys is not None or run.keys is not None:
+        run.keys = (run.keys or [None] * n) + (keys or [None] * m)
+    if headers is not None or run.headers is not None:
+        none: list[Headers] = [()]
+        run.headers = (run.headers or none * n) + (headers or none * m)
 
 
 class GrpcSource(Source):
@@ -653,14 +724,14 @@ class GrpcSource(Source):
 
     # -- handing out
 
-    def _take(self, max_records: int) -> list[Record]:
-        """Up to ``max_records`` records: one object each (a :class:`GrpcRecord`, made here
-        from the columns of :class:`_Chunk`), a :class:`_Taken` per request message standing
-        in for their handles and holding their ids."""
-        out: list[Record] = []
+    def _take(self, max_records: int) -> Sequence[Record]:
+        """Up to ``max_records`` records, as the columns of the :class:`_Chunk` objects they
+        came in: one :class:`_GrpcBatch` when they are all of one stream (the common case:
+        one request message, columns as received, no object per record), else the records of
+        a batch per run of one stream's messages."""
+        runs: list[_Chunk] = []  # the columns taken, one per run of a stream's messages
         queue = self._queue
         want = max_records
-        none, no_headers = itertools.repeat(None), itertools.repeat(())
         while queue and want > 0:
             chunk = queue[0]
             if chunk.stream.dead:
@@ -680,18 +751,25 @@ class GrpcSource(Source):
                 ids, payloads = chunk.ids[a:b], chunk.payloads[a:b]
                 keys = None if chunk.keys is None else chunk.keys[a:b]
                 headers = None if chunk.headers is None else chunk.headers[a:b]
-            rows = zip(
-                payloads,
-                none if keys is None else keys,
-                no_headers if headers is None else headers,
-                ids,  # the position slot: an int until read (GrpcRecord)
-                itertools.repeat(_Taken(chunk.stream, ids)),
-            )
-            out += make_records(rows, GrpcRecord)
+            if runs and runs[-1].stream is chunk.stream:
+                _extend(runs[-1], ids, payloads, keys, headers)
+            else:
+                runs.append(_Chunk(chunk.stream, ids, payloads, keys, headers))
             want -= b - a
+        batches = [
+            _GrpcBatch(_Taken(r.stream, r.ids), r.ids, r.payloads, r.keys, r.headers) for r in runs
+        ]
+        if len(batches) == 1:
+            return batches[0]
+        out: list[Record] = []
+        for batch in batches:
+            out += batch.records()
         return out
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of what one stream sent (a list of records when what is
+        handed out came on several streams), ``[]`` when nothing is there within
+        ``timeout_s``."""
         if self._server is None or self._closing:
             raise AdapterError("grpc: source is not started", adapter="grpc")
         loop = asyncio.get_running_loop()

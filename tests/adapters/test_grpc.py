@@ -26,6 +26,7 @@ from byteor.adapters import (
     Backoff,
     OutRecord,
     Record,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -523,6 +524,55 @@ async def test_batches_settle_without_handles_across_two_streams(source: GrpcSou
                 await call.done_writing()
                 assert await call.code() == grpc.StatusCode.OK
         assert heard == [(3, [], [3]), (13, [], [13])]
+
+
+async def test_a_streams_messages_are_one_batch_of_columns_settled_whole(
+    source: GrpcSource,
+) -> None:
+    """What one stream sent comes as a RecordBatch: its columns as received (two messages in
+    a row run together, keys and headers filled where one message has none, None when no
+    record has any), its records made only when read, with GrpcPositions; nack_all of it
+    nacks exactly its ids, ack_all acks them (acked_through); a batch one of whose records
+    was acked on its own is refused whole, and its records settle one by one."""
+    async with grpc.aio.insecure_channel(source.address) as ch:
+        call = pb_grpc.RecordsStub(ch).Publish()
+        await call.write(pb.PublishRequest(records=[pb.Record(id=1, payload=b"a")]))
+        await until(lambda: source.health().lag == 1, "records queued")
+        keyed = pb.Record(id=3, payload=b"c", key=b"k", headers=[pb.Header(name="h", value=b"v")])
+        await call.write(pb.PublishRequest(records=[pb.Record(id=2, payload=b"b"), keyed]))
+        await until(lambda: source.health().lag == 3, "records queued")
+        got = await source.next_batch(10)
+        assert isinstance(got, RecordBatch)
+        assert got.payloads == [b"a", b"b", b"c"] and got.keys == [None, None, b"k"]
+        assert got.headers == [(), (), (("h", b"v"),)]
+        where = list(got.positions)
+        assert all(type(p) is GrpcPosition for p in where)
+        assert [p.id for p in where] == [1, 2, 3]  # type: ignore[attr-defined]
+        assert len({p.stream for p in where}) == 1  # type: ignore[attr-defined]
+        await nack_all(got)
+        resp = await call.read()  # the nacked ids, settled: the prefix moves over them
+        assert (resp.acked_through, [n.id for n in resp.nacked]) == (3, [1, 2, 3])
+
+        await call.write(pb.PublishRequest(records=[pb.Record(id=i, payload=b"p") for i in (4, 5)]))
+        plain = await take(source, 2)
+        await call.write(
+            pb.PublishRequest(records=[pb.Record(id=i, payload=b"p") for i in (6, 7, 8)])
+        )
+        await until(lambda: source.health().lag == 3, "records queued")
+        last = await source.next_batch(10)
+        assert isinstance(last, RecordBatch) and (last.keys, last.headers) == (None, None)
+        await ack_all(plain)
+        assert (await call.read()).acked_through == 5
+        await last[1].ack.ack()
+        assert (await call.read()).acked == [7]
+        with pytest.raises(AckError, match="settled on its own"):
+            await ack_all(last)
+        assert [r.position.id for r in last] == [6, 7, 8]  # type: ignore[attr-defined]
+        await ack_all([last[0], last[2]])
+        resp = await call.read()
+        assert (resp.acked_through, list(resp.acked), list(resp.nacked)) == (8, [], [])
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
 
 
 async def test_messages_split_across_batches_settled_in_pieces(source: GrpcSource) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from byteor.adapters import Headers, OutRecord, Record, ack_all
+from byteor.adapters import Headers, OutRecord, Record, RecordBatch, ack_all
 from byteor.adapters._grpc_gen import stream_pb2 as pb
 from byteor.adapters._grpc_gen import stream_pb2_grpc as pb_grpc
 from byteor.adapters.grpc import PUBLISH, GrpcSink, GrpcSource, server_options
@@ -68,7 +68,7 @@ ACK_WAIT_S = 30.0
 # -- the source sides ----------------------------------------------------------------------
 
 
-class _OursSource(LoadedSource[list[Record]]):
+class _OursSource(LoadedSource[Sequence[Record]]):
     def __init__(self, peer: Peer, target: str, reports: Reports) -> None:
         super().__init__(peer, target, reports)
         self._src = GrpcSource(HOST, 0, max_in_flight=MAX_IN_FLIGHT)
@@ -86,12 +86,14 @@ class _OursSource(LoadedSource[list[Record]]):
         # what the loop took is what was admitted; none is left in the buffer.
         return {"admitted": self._admitted, "unsettled": self._src.health().lag or 0}
 
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], Sequence[Record]]:
         recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
         self._admitted += len(recs)
+        if isinstance(recs, RecordBatch):  # its payload column, as the hand loop's list
+            return recs.payloads, recs
         return [r.payload for r in recs], recs
 
-    async def ack(self, token: list[Record]) -> None:
+    async def ack(self, token: Sequence[Record]) -> None:
         await ack_all(token)
 
 
