@@ -89,10 +89,10 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
+    RecordBatch,
     RecordRow,
     Settler,
     make_records,
-    record_blank,
 )
 from byteor.spec import Delivery
 
@@ -1007,8 +1007,10 @@ class _Read(Settler):
     handed out and acked.
 
     It is also the acknowledgement of its records (one object for all of them, each record a
-    LazyAckRecord): ``ack_all`` counts a batch's records of it at once; reading a record's
-    ``ack`` makes an :class:`_ObjectAck` for that one.
+    LazyAckRecord): a run of its records handed out is a :class:`RecordBatch` of its columns,
+    whose ``ack_all`` counts them at once without a record made (:meth:`settle_batch`), as
+    ``ack_all`` of some of its records counts those; reading a record's ``ack`` makes an
+    :class:`_ObjectAck` for that one.
     """
 
     __slots__ = ("source", "key", "payloads", "keys", "headers", "handed", "acked", "epoch")
@@ -1044,6 +1046,47 @@ class _Read(Settler):
         self.acked += len(records)
         if self.acked == len(self.payloads):
             source._advance()
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
+        """A run of our records settled whole: counted at once (the checkpoint moves only
+        once every record of the object is acked), or handed out again."""
+        source = self.source
+        if source._stopped or self.epoch != source._epoch:
+            return  # the object is read again after a restart
+        if not ok:
+            record = self.record
+            indexes = [cast(S3Position, p)[1] for p in batch.positions]
+            source._redo.extend((self, i, record(i)) for i in indexes)
+            return
+        self.acked += len(batch)
+        if self.acked == len(self.payloads):
+            source._advance()
+
+    def batch(self, start: int, stop: int) -> RecordBatch:
+        """Records ``start..stop`` as a batch of columns (the object's payload list itself
+        when they are all of it; keys and headers only when one of them has any), their
+        positions made when first read."""
+        payloads = self.payloads
+        if start or stop != len(payloads):
+            payloads = payloads[start:stop]
+        keys: list[bytes | None] | None = None
+        headers: list[Headers] | None = None
+        if self.keys:
+            keys = list(map(self.keys.get, range(start, stop)))
+            if keys.count(None) == len(keys):
+                keys = None
+        if self.headers:
+            get = self.headers.get
+            headers = [get(i, ()) for i in range(start, stop)]
+            if not any(headers):
+                headers = None
+        key = self.key
+
+        def positions() -> list[S3Position]:
+            position = tuple.__new__  # S3Position without its Python-level __new__
+            return [position(S3Position, (key, i)) for i in range(start, stop)]
+
+        return RecordBatch(payloads, keys, headers, positions, self)
 
 
 class _ObjectAck(Ack):
@@ -1264,63 +1307,58 @@ class S3Source(_Base, Source):
         else:
             self._advance()
 
-    def _take(self, out: list[Record], max_records: int) -> None:
-        """Hand out nacked records, then the current object's, up to ``max_records``: one
-        object each (a LazyAckRecord), their object's :class:`_Read` standing in for their
-        handles."""
-        position = tuple.__new__  # S3Position without its Python-level __new__
+    def _take(self, out: list[Sequence[Record]], room: int) -> int:
+        """Hand out nacked records, then the current object's, up to ``room`` (appended to
+        ``out``: a list of the nacked records, one LazyAckRecord each with their object's
+        :class:`_Read` standing in for their handles; a :class:`RecordBatch` of the object's
+        columns); how many were handed out."""
+        taken = 0
         redo = self._redo
-        if redo and len(out) < max_records:
+        if redo and room > 0:
+            position = tuple.__new__  # S3Position without its Python-level __new__
             rows: list[RecordRow] = []
-            while redo and len(out) + len(rows) < max_records:
+            while redo and len(rows) < room:
                 again, index, data = redo.popleft()
                 rows.append((*data, position(S3Position, (again.key, index)), again))
-            out.extend(make_records(rows, LazyAckRecord))
+            out.append(make_records(rows, LazyAckRecord))
+            taken = len(rows)
         read = self._current
-        room = max_records - len(out)
-        if read is None or room <= 0:
-            return
-        payloads, key, start = read.payloads, read.key, read.handed
-        stop = min(len(payloads), start + room)
+        if read is None or room <= taken:
+            return taken
+        start = read.handed
+        stop = min(len(read.payloads), start + room - taken)
         read.handed = stop
-        if stop == len(payloads):
+        if stop == len(read.payloads):
             self._current = None
-        blank, cls = record_blank(LazyAckRecord), LazyAckRecord
-        keys, headers = read.keys, read.headers
-        if blank is None or keys or headers:
-            out.extend(
-                make_records(
-                    (
-                        (*read.record(i), position(S3Position, (key, i)), read)
-                        for i in range(start, stop)
-                    ),
-                    cls,
-                )
-            )
-            return
-        append = out.append  # the common object: payloads alone, filled straight in
-        for index, payload in enumerate(payloads[start:stop], start):
-            r = blank()
-            r.payload = payload
-            r.key = None
-            r.headers = ()
-            r.position = position(S3Position, (key, index))
-            r.ack = read
-            r.__class__ = cls
-            append(r)
+        out.append(read.batch(start, stop))
+        return taken + stop - start
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of the records of one object (a list of records when they
+        are nacked ones again or of several objects), ``[]`` when nothing is there within
+        ``timeout_s``."""
         if self._stopped:
             raise AdapterError("s3: source is not started", adapter="s3")
         await self.commit()
-        out: list[Record] = []
         if self._paused or max_records <= 0:
-            return out
+            return []
+        pieces = await self._collect(max_records, timeout_s)
+        if len(pieces) == 1:
+            return pieces[0]
+        out: list[Record] = []
+        for piece in pieces:
+            out += piece
+        return out
+
+    async def _collect(self, max_records: int, timeout_s: float) -> list[Sequence[Record]]:
+        """What :meth:`next_batch` hands out, in pieces (see :meth:`_take`)."""
+        out: list[Sequence[Record]] = []
+        taken = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not self._stopped:
-            self._take(out, max_records)
-            if len(out) >= max_records:
+            taken += self._take(out, max_records - taken)
+            if taken >= max_records:
                 break
             self._fill()
             if self._more and not self._keys and len(self._fetching) < self._prefetch:

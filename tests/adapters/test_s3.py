@@ -29,6 +29,7 @@ from byteor.adapters import (
     AdapterUnreachable,
     OutRecord,
     Record,
+    RecordBatch,
     ack_all,
     load_adapter,
     nack_all,
@@ -472,6 +473,49 @@ async def test_batches_settle_without_handles_and_the_checkpoint_follows(
     await src.stop()
     stored = json.loads(await harness.body(f"{CHECKPOINT_AREA}byteor.json"))
     assert stored["after"] == keys[2]
+
+
+async def test_an_objects_records_are_a_batch_of_columns_settled_whole(
+    harness: S3Harness,
+) -> None:
+    """The records of one object come as a RecordBatch: its columns as split (keys and
+    headers only when a record has them), positions when read; nack_all hands the same
+    records out again, ack_all of an object's last batch moves the checkpoint and of a part
+    of it does not; a batch one of whose records was acked on its own is refused whole."""
+    first = [OutRecord(b"a"), OutRecord(b"b", b"k", (("h", b"v"),)), OutRecord(b"c")]
+    sink = await harness.new_sink()
+    await sink.write_batch(first)
+    await sink.write_batch([OutRecord(b"plain%d" % i) for i in range(3)])
+    await sink.stop()
+    keys = await harness.keys()
+    src = await harness.new_source()
+    try:
+        got = await src.next_batch(3, timeout_s=5.0)
+        assert isinstance(got, RecordBatch)
+        assert got.payloads == [b"a", b"b", b"c"] and got.keys == [None, b"k", None]
+        assert got.headers == [(), (("h", b"v"),), ()]
+        assert list(got.positions) == [(keys[0], i) for i in range(3)]
+        await nack_all(got)
+        again = await src.next_batch(3)
+        assert [r.out() for r in again] == first
+        assert [r.position for r in again] == list(got.positions)
+        await ack_all(again)
+        assert src.checkpoint == keys[0]
+        one = await src.next_batch(1, timeout_s=5.0)
+        assert isinstance(one, RecordBatch) and (one.keys, one.headers) == (None, None)
+        assert one.payloads == [b"plain0"]
+        await ack_all(one)
+        rest = await src.next_batch(2)
+        assert isinstance(rest, RecordBatch) and rest.payloads == [b"plain1", b"plain2"]
+        assert src.checkpoint == keys[0], "object 1 is not all acked"
+        await rest[0].ack.ack()
+        with pytest.raises(AckError, match="settled on its own"):
+            await ack_all(rest)
+        assert src.checkpoint == keys[0], "the batch was refused: nothing more settled"
+        await ack_all([rest[1]])
+        assert src.checkpoint == keys[1]
+    finally:
+        await src.stop()
 
 
 async def test_objects_written_later_are_picked_up(harness: S3Harness) -> None:

@@ -36,7 +36,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from byteor.adapters import OutRecord, Record, ack_all
+from byteor.adapters import OutRecord, Record, RecordBatch, ack_all
 from byteor.adapters.s3 import (
     CHECKPOINT_AREA,
     CONTENT_TYPE,
@@ -97,7 +97,7 @@ async def _client(stack: AsyncExitStack) -> S3Client:
 # -- the source sides ----------------------------------------------------------------------
 
 
-class _OursSource(SourceSide[list[Record]]):
+class _OursSource(SourceSide[Sequence[Record]]):
     def __init__(self, target: str) -> None:
         self._src = S3Source(
             BUCKET, _dir(target), endpoint=ENDPOINT, group=target, prefetch=PREFETCH
@@ -106,11 +106,13 @@ class _OursSource(SourceSide[list[Record]]):
     async def open(self) -> None:
         await self._src.start()
 
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], Sequence[Record]]:
         recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
+        if isinstance(recs, RecordBatch):  # its payload column, as the hand loop's list
+            return recs.payloads, recs
         return [r.payload for r in recs], recs
 
-    async def ack(self, token: list[Record]) -> None:
+    async def ack(self, token: Sequence[Record]) -> None:
         await ack_all(token)
 
     async def close(self) -> None:
