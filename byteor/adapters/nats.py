@@ -58,9 +58,11 @@ import logging
 import string
 import struct
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from nats import errors as nerr
@@ -87,7 +89,7 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
-    RecordRow,
+    RecordBatch,
     Settler,
     make_records,
 )
@@ -241,6 +243,28 @@ def decode_message(payload: bytes, headers: Mapping[str, str] | None) -> OutReco
     return OutRecord(payload, key, headers_)
 
 
+_reply_of: Callable[[Msg], str] = attrgetter("reply")
+_data_of: Callable[[Msg], bytes] = attrgetter("data")
+_headers_of: Callable[[Msg], dict[str, str] | None] = attrgetter("headers")
+
+
+def _columns(
+    msgs: Sequence[Msg],
+) -> tuple[list[bytes], list[bytes | None] | None, list[Headers] | None]:
+    """Payloads, keys (None when no message has one) and headers (None when no message has
+    any) of messages, as a :class:`RecordBatch` takes them."""
+    payloads: list[bytes] = list(map(_data_of, msgs))
+    raw: list[dict[str, str] | None] = list(map(_headers_of, msgs))
+    if not any(raw):
+        return payloads, None, None
+    decoded = list(map(_decode, raw))
+    keys: list[bytes | None] | None = [d[0] for d in decoded]
+    if keys is not None and keys.count(None) == len(keys):
+        keys = None
+    headers: list[Headers] | None = [d[1] for d in decoded]
+    return payloads, keys, headers if any(headers or ()) else None
+
+
 def msg_id(rec: OutRecord, source: str) -> str | None:
     """The ``Nats-Msg-Id`` of ``rec`` for a ``msg_id`` setting (``hash``, ``header:NAME``,
     ``none``); raises :class:`AdapterError` when ``header:NAME`` is missing from ``rec``."""
@@ -392,6 +416,24 @@ def _not_started(kind: str) -> AdapterError:
 # --- core NATS -----------------------------------------------------------------------------
 
 
+class _AtMostOnce(Settler):
+    """The Settler of a core NATS batch: settling tells nobody (core NATS has no acks)."""
+
+    __slots__ = ()
+
+    def make_ack(self, record: LazyAckRecord) -> Ack:
+        return Ack()
+
+    def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
+        return None
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
+        return None
+
+
+_AT_MOST_ONCE: Final = _AtMostOnce()
+
+
 class NatsCoreSource(Source):
     """A subscription to ``subject``: at most once, ``ack``/``nack`` settle and do nothing.
 
@@ -428,7 +470,9 @@ class NatsCoreSource(Source):
             await self._link.close()
             raise
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of the buffered messages (positions: their number since
+        start, from 1), ``[]`` when none came within ``timeout_s``."""
         if self._sub is None:
             raise _not_started("source")
         if self._paused:
@@ -439,13 +483,14 @@ class NatsCoreSource(Source):
                 await asyncio.wait_for(self._wake.wait(), timeout_s)
             except TimeoutError:
                 return []
-        out: list[Record] = []
-        while self._ready and len(out) < max_records:
-            msg = self._ready.popleft()
-            key, headers = _decode(msg.headers)
-            self._seq += 1
-            out.append(Record(msg.data, key, headers, self._seq, Ack()))
-        return out
+        ready = self._ready
+        msgs = [ready.popleft() for _ in range(min(max_records, len(ready)))]
+        if not msgs:
+            return []
+        first = self._seq + 1
+        self._seq += len(msgs)
+        payloads, keys, headers = _columns(msgs)
+        return RecordBatch(payloads, keys, headers, range(first, self._seq + 1), _AT_MOST_ONCE)
 
     def pause(self) -> None:
         self._paused = True
@@ -548,12 +593,13 @@ _ACK, _NAK = b"", Msg.Ack.Nak
 class _Fetch(Settler):
     """The messages of one fetch, as the :class:`Settler` in their records' ``ack`` field:
     ``ack_all`` publishes each message's JetStream ack (``nack_all``: its nak) from one
-    loop, without a handle per record."""
+    loop, without a handle per record; of the whole fetch's :class:`_NatsBatch`, from the
+    ack subjects it holds (``replies``), without a record made."""
 
-    __slots__ = ("source", "epoch")
+    __slots__ = ("source", "epoch", "replies")
 
-    def __init__(self, source: JetStreamSource, epoch: int) -> None:
-        self.source, self.epoch = source, epoch
+    def __init__(self, source: JetStreamSource, epoch: int, replies: list[str]) -> None:
+        self.source, self.epoch, self.replies = source, epoch, replies
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
         return _MsgAck(self, _stored_position(record))
@@ -561,6 +607,9 @@ class _Fetch(Settler):
     def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> Awaitable[None] | None:
         replies: list[str] = [_stored_position(r) for r in records]
         return self.source._settled(replies, self.epoch, ok)
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> Awaitable[None] | None:
+        return self.source._settled(self.replies, self.epoch, ok)
 
 
 class _MsgAck(Ack):
@@ -598,6 +647,54 @@ class _NatsRecord(LazyAckRecord):
 
 
 _store_position = vars(Record)["position"].__set__
+
+
+class _NatsBatch(RecordBatch):
+    """The messages of one fetch as columns (a :class:`RecordBatch` with one
+    :class:`_Fetch`); ``positions`` are the stream sequences, parsed from the ack subjects
+    when first read. Its records, when made, are :class:`_NatsRecord` objects holding their
+    ack subject in the position slot, as without a batch (what their handle needs), so this
+    class makes them instead of RecordBatch's LazyAckRecords."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        payloads: list[bytes],
+        keys: list[bytes | None] | None,
+        headers: list[Headers] | None,
+        fetch: _Fetch,
+    ) -> None:
+        replies = fetch.replies
+
+        def positions() -> list[int]:
+            return [_seq_and_pending(reply)[0] for reply in replies]
+
+        super().__init__(payloads, keys, headers, positions, fetch)
+
+    def _replies(self) -> list[str]:
+        return cast(_Fetch, self.settler).replies
+
+    def _make(self, i: int) -> Record:
+        keys, headers = self.keys, self.headers
+        return _NatsRecord(
+            self.payloads[i],
+            None if keys is None else keys[i],
+            () if headers is None else headers[i],
+            self._replies()[i],
+            self._ack(),  # type: ignore[arg-type]
+        )
+
+    def _make_all(self) -> list[Record]:
+        keys, headers = self.keys, self.headers
+        rows = zip(
+            self.payloads,
+            repeat(None) if keys is None else keys,
+            repeat(()) if headers is None else headers,
+            self._replies(),
+            repeat(self._ack()),
+        )
+        return make_records(rows, _NatsRecord)
 
 
 class JetStreamSource(Source):
@@ -695,27 +792,20 @@ class JetStreamSource(Source):
                 address=self._link.address,
             ) from exc
 
-    def _records(self, msgs: list[Msg]) -> list[Record]:
-        """One object per message: the record, holding the message's ack subject in place
-        of the stream sequence and the fetch in place of the ack handle (both made when
-        read). nats-py's message objects are let go as the records are made (popped off the
-        reversed list): objects that outlive the batch make the garbage collector's work."""
+    def _handed(self, msgs: list[Msg]) -> Sequence[Record]:
+        """A fetch's messages as one batch of columns: payloads, keys and headers (None when
+        no message has any), and in its :class:`_Fetch` their ack subjects (each record's
+        stream sequence and handle are made from it when read). nats-py's message objects
+        are let go once the columns are made: objects that outlive the batch make the
+        garbage collector's work."""
         if not msgs:
             return []
-        self._lag = _seq_and_pending(msgs[-1].reply)[1]
-        fetch = _Fetch(self, self._epoch)
-        rows: list[RecordRow] = []
-        append = rows.append
-        unsettled = self._unsettled
-        msgs.reverse()
-        pop = msgs.pop
-        while msgs:
-            msg = pop()
-            key, headers = _decode(msg.headers)
-            reply = msg.reply
-            unsettled.add(reply)
-            append((msg.data, key, headers, reply, fetch))
-        return make_records(rows, _NatsRecord)
+        replies: list[str] = list(map(_reply_of, msgs))
+        self._lag = _seq_and_pending(replies[-1])[1]
+        self._unsettled.update(replies)
+        payloads, keys, headers = _columns(msgs)
+        msgs.clear()
+        return _NatsBatch(payloads, keys, headers, _Fetch(self, self._epoch, replies))
 
     async def _settled(self, replies: Sequence[str], epoch: int, ok: bool) -> None:
         """Publish the ack (``ok``) or nak of each message, by its ack subject."""
@@ -733,7 +823,9 @@ class JetStreamSource(Source):
             with self._link.errors(self._what):  # (no context manager on the happy path)
                 raise
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of one fetch, ``[]`` when nothing came within
+        ``timeout_s``."""
         psub = self._psub
         if psub is None or self._stopped:
             raise _not_started("source")
@@ -748,7 +840,7 @@ class JetStreamSource(Source):
                 # Nothing came in time: an empty answer, also while nats-py reconnects
                 # (once it gives up, the fetch raises ConnectionClosedError instead).
                 return []
-        return self._records(msgs)
+        return self._handed(msgs)
 
     def pause(self) -> None:
         self._paused = True

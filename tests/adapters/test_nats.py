@@ -31,6 +31,7 @@ from byteor.adapters import (
     AdapterUnreachable,
     OutRecord,
     Record,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -249,6 +250,57 @@ async def test_batches_settle_without_handles_and_nacked_messages_come_back(
     assert (info.num_ack_pending, info.num_pending, info.num_redelivered) == (0, 0, 0)
 
 
+async def test_a_fetch_is_a_batch_of_columns_settled_whole(harness: JetStreamHarness) -> None:
+    """A fetch comes as a RecordBatch: its columns from the messages (keys and headers only
+    when a message has them), stream sequences when read; nack_all has the same messages
+    delivered again, ack_all acks exactly its messages; a batch one of whose records was
+    acked on its own is refused whole, and its records settle one by one."""
+    sent = [OutRecord(b"a"), OutRecord(b"b", b"k", (("h", b"v"),)), OutRecord(b"c")]
+    await harness.produce(sent)
+    src = await harness.new_source()
+
+    async def ack_pending(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while (await harness.consumer()).num_ack_pending != n:  # acks are fire-and-forget
+            assert time.monotonic() < deadline, f"never {n} messages waiting for an ack"
+            await asyncio.sleep(0.02)
+
+    try:
+        got = await src.next_batch(3, timeout_s=1.0)
+        assert isinstance(got, RecordBatch) and got.headers is not None
+        assert got.payloads == [b"a", b"b", b"c"] and got.keys == [None, b"k", None]
+        assert [tuple(h for h in hs if h[0] != MSG_ID_HEADER) for hs in got.headers] == [
+            (),
+            (("h", b"v"),),
+            (),
+        ]
+        assert list(got.positions) == [1, 2, 3]
+        await nack_all(got)
+        again: list[Record] = []
+        while len(again) < 3:
+            batch = await src.next_batch(3, timeout_s=1.0)
+            assert batch, f"only {len(again)} of the 3 nacked came back"
+            again += batch
+        assert [_without_id(r.out()) for r in again] == sent
+        assert [r.position for r in again] == [1, 2, 3]
+        await ack_all(again)
+        await harness.produce([OutRecord(b"plain%d" % i) for i in range(3)])
+        plain = await src.next_batch(3, timeout_s=1.0)
+        assert isinstance(plain, RecordBatch) and (plain.keys, plain.headers) == (None, None)
+        assert plain.payloads == [b"plain%d" % i for i in range(3)]
+        await ack_pending(3)  # exactly the plain ones: the acked batch's are done
+        await plain[1].ack.ack()
+        with pytest.raises(AckError, match="settled on its own"):
+            await ack_all(plain)
+        await ack_pending(2)
+        await ack_all([plain[0], plain[2]])
+        await ack_pending(0)
+    finally:
+        await src.stop()
+    info = await harness.consumer()
+    assert (info.num_ack_pending, info.num_pending) == (0, 0)
+
+
 def test_registry_loads_the_nats_adapter_and_its_config() -> None:
     adapter = load_adapter("nats")
     assert isinstance(adapter, NatsAdapter)
@@ -389,11 +441,18 @@ async def test_core_round_trip_at_most_once() -> None:
     for at in range(0, 1000, 100):
         await sink.write_batch(sent[at : at + 100])
     got: list[Record] = []
+    batches: list[Sequence[Record]] = []
     end = time.monotonic() + 10
     while len(got) < len(sent) and time.monotonic() < end:
-        got += await src.next_batch(1000, timeout_s=0.5)
+        batches.append(await src.next_batch(1000, timeout_s=0.5))
+        got += batches[-1]
     assert [r.out() for r in got] == sent
     assert [r.position for r in got] == list(range(1, 1001))
+    first = batches[0]  # columns, as the messages came
+    assert isinstance(first, RecordBatch) and first.payloads == [
+        r.payload for r in sent[: len(first)]
+    ]
+    assert first.keys == [r.key for r in sent[: len(first)]]
     await got[0].ack.ack()
     await got[1].ack.nack()  # settles the handle; core NATS delivers nothing again
     assert (got[0].ack.state, got[1].ack.state) == ("acked", "nacked")
