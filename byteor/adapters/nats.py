@@ -324,6 +324,13 @@ class NatsOptions:
         return ",".join(parts)
 
 
+def _is_refusal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the server refusing the credentials."""
+    if exc is None:
+        return False
+    return isinstance(exc, nerr.AuthorizationError) or "authorization" in str(exc).lower()
+
+
 class _Link:
     """One nats-py connection and what health reports about it."""
 
@@ -332,12 +339,17 @@ class _Link:
         self.address = opts.address
         self.nc: NATS | None = None
         self.last_error: BaseException | None = None
+        # The server's refusal of the credentials, when it said so during open(): it closes
+        # the connection right after, and the retry's reset must not hide why.
+        self.refused: BaseException | None = None
 
     def errors(self, what: str = "") -> Any:
         return map_errors("nats", self.address, _ERRORS, what=what)
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = exc
+        if self.nc is None and _is_refusal(exc):
+            self.refused = exc
         # Before the first connection, open() raises the last error as one AdapterError.
         level = logging.WARNING if self.nc is not None else logging.DEBUG
         log.log(level, "nats %s: %s: %s", self.address, type(exc).__name__, exc)
@@ -361,6 +373,7 @@ class _Link:
             kwargs["user_credentials"] = o.creds
         if o.name:
             kwargs["name"] = o.name
+        self.refused = None
         try:
             # nats-py spends one attempt budget on the first connect and on reconnects. At
             # start we want a quick, clear failure (two tries per server; 0 would mean for
@@ -379,8 +392,9 @@ class _Link:
         except Exception as exc:
             await nc.close()
             cause = self.last_error if isinstance(exc, nerr.NoServersError) else exc
-            if isinstance(cause, nerr.AuthorizationError) or "authorization" in str(cause).lower():
-                raise AdapterAuthError("nats", self.address, f"{cause}") from exc
+            if _is_refusal(cause) or self.refused is not None:
+                refusal = cause if _is_refusal(cause) else self.refused
+                raise AdapterAuthError("nats", self.address, f"{refusal}") from exc
             detail = f"{type(cause).__name__}: {cause}" if cause is not None else ""
             raise AdapterUnreachable("nats", self.address, detail) from exc
         nc.options["max_reconnect_attempts"] = o.reconnect_attempts
