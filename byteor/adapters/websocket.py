@@ -28,9 +28,13 @@ Server to client::
 
 **Source.** A ``websockets`` asyncio server on ``host:port`` (port 0 picks one:
 :attr:`WebSocketSource.port`) and ``path``. Admitted records wait in a buffer that stands for
-the ingress lane; :meth:`next_batch` hands them out, and settling one queues its id for the
-connection's next ``ack`` / ``nack`` frame (the ids settled in one turn of the event loop go
-in one frame). An ack frame is therefore sent only after downstream confirmed the record.
+the ingress lane, a message as one block of columns (ids, payloads; keys and headers only
+when a record has any; a message whose records are each their payload alone, as the sink
+sends them, is read column by column without a Python step a record).
+:meth:`next_batch` hands out what one connection sent as a :class:`RecordBatch` (no object a
+record until one is read), and settling one queues its id for the connection's next ``ack``
+/ ``nack`` frame (the ids settled in one turn of the event loop go in one frame; ``ack_all``
+of a batch queues its ids at once). An ack frame is therefore sent only after downstream confirmed the record.
 Back-pressure is the ``slow`` frame: a message is not admitted while the source is paused,
 while ``capacity`` records are admitted and unsettled in all, or while the connection has
 ``max_in_flight`` unanswered records; the connection keeps being read (so keepalive pings go
@@ -60,6 +64,7 @@ resends; an ``error`` frame fails the write (not retriable). No acknowledgement 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import hmac
 import json
@@ -69,6 +74,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from operator import itemgetter
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
@@ -97,7 +103,9 @@ from byteor.adapters._errors import (
     AdapterUnreachable,
 )
 from byteor.adapters._jsonrecord import (
+    BINARY_ONLY,
     RECORD_FIELDS,
+    TEXT_ONLY,
     BadRecord,
     idempotency_key,
     read_record,
@@ -106,12 +114,12 @@ from byteor.adapters._jsonrecord import (
 from byteor.adapters._listen import bound_socket
 from byteor.adapters._record import (
     Ack,
+    Headers,
     LazyAckRecord,
     OutRecord,
     Record,
-    RecordRow,
+    RecordBatch,
     Settler,
-    make_records,
 )
 from byteor.spec import Delivery
 
@@ -138,6 +146,15 @@ MAX_ID_CHARS: Final = 256
 #: The largest frame the sink reads (the server sends only small control messages).
 _CLIENT_MAX_SIZE: Final = 16 << 20
 _FIELDS: Final = RECORD_FIELDS | {"id"}
+#: A message's records that are each its payload alone (base64 / text), with their ids: read
+#: column by column in C (see WebSocketSource._parse).
+_BINARY_ONLY: Final = BINARY_ONLY | {"id"}
+_TEXT_ONLY: Final = TEXT_ONLY | {"id"}
+_get_id: Final = itemgetter("id")
+_get_b64: Final = itemgetter("payload_b64")
+_get_text: Final = itemgetter("payload")
+_a2b: Final = binascii.a2b_base64  # strict_mode: b64decode(validate=True)
+_encode: Final = str.encode
 #: How long the server waits for a client at stop (acks, then the closing handshake).
 _CLOSE_TIMEOUT_S: Final = 5.0
 _NAME: Final = "websocket"
@@ -211,7 +228,30 @@ class _Conn:
         self.peak = 0
 
 
-_Entry = tuple[OutRecord, int, _Conn, str]  # record, sequence, connection, client id
+class _Chunk:
+    """The records of one admitted message not handed out yet, as columns (no object per
+    record until a batch's record is read): ``keys`` and ``headers`` are None when no record
+    has any; ``seq`` is the first record's sequence number (its ``position``), ``at`` the
+    first not handed out."""
+
+    __slots__ = ("conn", "ids", "payloads", "keys", "headers", "seq", "at")
+
+    def __init__(
+        self,
+        conn: _Conn,
+        ids: list[str],
+        payloads: list[bytes],
+        keys: list[bytes | None] | None,
+        headers: list[Headers] | None,
+        seq: int,
+    ) -> None:
+        self.conn, self.ids, self.payloads = conn, ids, payloads
+        self.keys, self.headers = keys, headers
+        self.seq, self.at = seq, 0
+
+    @property
+    def left(self) -> int:
+        return len(self.ids) - self.at
 
 
 class _EntryAck(Ack):
@@ -229,24 +269,23 @@ class _EntryAck(Ack):
 
 class _Taken(Settler):
     """The records of one connection handed out by one ``next_batch``: their
-    acknowledgement, one object for all of them. ``ack_all`` / ``nack_all`` queue a batch's
-    ids for the connection's next frame at once; reading a record's ``ack`` makes its
-    :class:`_EntryAck`. ``seqs`` and ``rids`` are the records' sequence numbers (their
-    ``position``) and client ids, in the order handed out."""
+    acknowledgement, one object for all of them. ``ack_all`` / ``nack_all`` of their
+    :class:`RecordBatch` queue its ids for the connection's next frame at once
+    (:meth:`settle_batch`, no look at any record); of some records, each record's id;
+    reading a record's ``ack`` makes its :class:`_EntryAck`. ``rids`` are the records' client
+    ids in the order handed out, ``seq`` the first one's sequence number (their ``position``
+    runs on from it)."""
 
-    __slots__ = ("_src", "_conn", "_epoch", "seqs", "rids", "_where")
+    __slots__ = ("_src", "_conn", "_epoch", "rids", "seq")
 
-    def __init__(self, src: WebSocketSource, conn: _Conn, epoch: int) -> None:
+    def __init__(
+        self, src: WebSocketSource, conn: _Conn, epoch: int, rids: list[str], seq: int
+    ) -> None:
         self._src, self._conn, self._epoch = src, conn, epoch
-        self.seqs: list[int] = []
-        self.rids: list[str] = []
-        self._where: dict[int, str] | None = None  # sequence -> id, made when first needed
+        self.rids, self.seq = rids, seq
 
     def _rid(self, record: Record) -> str:
-        where = self._where
-        if where is None:
-            where = self._where = dict(zip(self.seqs, self.rids, strict=True))
-        return where[cast(int, record.position)]
+        return self.rids[cast(int, record.position) - self.seq]
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
         return _EntryAck(self._src, self._conn, self._rid(record), self._epoch)
@@ -256,6 +295,9 @@ class _Taken(Settler):
         # as handed out; else each record's own.
         rids = self.rids if len(records) == len(self.rids) else [self._rid(r) for r in records]
         self._src._settle_all(self._conn, rids, self._epoch, ok)
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
+        self._src._settle_all(self._conn, self.rids, self._epoch, ok)
 
 
 class _Refused(ValueError):
@@ -274,6 +316,87 @@ def _ids_of(doc: object) -> list[str]:
 
 def _valid_id(rid: object) -> bool:
     return isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS
+
+
+_Columns = tuple[list[str], list[bytes], list[bytes | None] | None, list[Headers] | None]
+
+
+def _columns(objs: list[Any]) -> _Columns:
+    """The ids, payloads, keys and headers of a message's record objects (keys / headers None
+    when no record has any). Raises BadRecord, without saying why, at the first one that is
+    not valid (:meth:`WebSocketSource._explain` says it).
+
+    A message whose records are all their payload alone, all in base64 or all as text (an id
+    and an idempotency key at most: what the byteor sink sends) is read column by column by
+    C code (``map``), no Python step a record: every field known, every id a string of 1 to
+    MAX_ID_CHARS characters, every payload a string that decodes. Anything else, or any doubt
+    (a failure of the column reading is no verdict), is read record by record.
+    """
+    if objs:
+        try:
+            binary = "payload_b64" in objs[0]
+            fields, get = (_BINARY_ONLY, _get_b64) if binary else (_TEXT_ONLY, _get_text)
+            if all(map(fields.issuperset, objs)):
+                ids: list[str] = list(map(_get_id, objs))
+                if (
+                    {*map(type, ids)} == {str}
+                    and min(map(len, ids)) > 0
+                    and max(map(len, ids)) <= MAX_ID_CHARS
+                ):
+                    if get is _get_b64:  # (a partial with strict_mode: a dict a call)
+                        b64 = [_a2b(data, strict_mode=True) for data in map(get, objs)]
+                        return ids, b64, None, None
+                    return ids, list(map(_encode, map(get, objs))), None, None
+        except (KeyError, TypeError, ValueError):
+            pass  # read record by record, which finds what is wrong
+    return _each(objs)
+
+
+def _each(objs: list[Any]) -> _Columns:
+    """:func:`_columns` record by record."""
+    ids: list[str] = []
+    payloads: list[bytes] = []
+    keys: list[bytes | None] | None = None
+    headers: list[Headers] | None = None
+    for i, obj in enumerate(objs):
+        rid = obj.get("id") if type(obj) is dict else None
+        if type(rid) is not str or not 0 < len(rid) <= MAX_ID_CHARS:
+            raise BadRecord(rid)
+        ids.append(rid)
+        rec = read_record(obj, "", _FIELDS)
+        payloads.append(rec.payload)
+        if rec.key is not None:
+            if keys is None:
+                keys = [None] * i
+            keys.append(rec.key)
+        elif keys is not None:
+            keys.append(None)
+        if rec.headers:
+            if headers is None:
+                headers = [()] * i
+            headers.append(rec.headers)
+        elif headers is not None:
+            headers.append(())
+    return ids, payloads, keys, headers
+
+
+def _extend(
+    run: _Chunk,
+    ids: list[str],
+    payloads: list[bytes],
+    keys: list[bytes | None] | None,
+    headers: list[Headers] | None,
+) -> None:
+    """Append one message's columns to ``run``'s (copies: a message's own lists stay as
+    received)."""
+    n = len(run.ids)
+    run.ids = run.ids + ids
+    run.payloads = run.payloads + payloads
+    if keys is not None or run.keys is not None:
+        run.keys = (run.keys or [None] * n) + (keys or [None] * len(ids))
+    if headers is not None or run.headers is not None:
+        empty: Headers = ()
+        run.headers = (run.headers or [empty] * n) + (headers or [empty] * len(ids))
 
 
 class WebSocketSource(Source):
@@ -318,7 +441,7 @@ class WebSocketSource(Source):
         )
         self._server: Server | None = None
         self._port = 0
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[_Chunk] = deque()
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -404,7 +527,7 @@ class WebSocketSource(Source):
         up = self._server is not None and not self._closing
         return Health(
             connected=up,
-            lag=len(self._queue),
+            lag=self._queued(),
             detail=f"listening on {self.url}, {len(self._conns)} connections" if up else "stopped",
         )
 
@@ -413,7 +536,7 @@ class WebSocketSource(Source):
             capacity=self._capacity,
             used=self._used,
             peak=self._peak,
-            queued=len(self._queue),
+            queued=self._queued(),
             connections=len(self._conns),
             admitted=self._admitted,
             acked=self._acked,
@@ -425,23 +548,57 @@ class WebSocketSource(Source):
 
     # -- handing out
 
-    def _take(self, max_records: int) -> list[Record]:
-        """Up to ``max_records`` records: one object each (a LazyAckRecord), a
-        :class:`_Taken` per connection standing in for their handles."""
-        rows: list[RecordRow] = []
-        queue, epoch = self._queue, self._epoch
-        last: _Conn | None = None
-        taken: _Taken | None = None
-        for _ in range(min(max_records, len(queue))):
-            rec, seq, conn, rid = queue.popleft()
-            if conn is not last or taken is None:
-                last, taken = conn, _Taken(self, conn, epoch)
-            taken.seqs.append(seq)
-            taken.rids.append(rid)
-            rows.append((rec.payload, rec.key, rec.headers, seq, taken))
-        return make_records(rows, LazyAckRecord)
+    def _queued(self) -> int:
+        return sum(c.left for c in self._queue)
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    def _take(self, max_records: int) -> Sequence[Record]:
+        """Up to ``max_records`` records, as the columns of the messages they came in: one
+        :class:`RecordBatch` when they are all of one connection (the common case: no object
+        per record until one is read), else the records of a batch per run of one
+        connection's messages."""
+        runs: list[_Chunk] = []  # the columns taken, one per run of a connection's messages
+        queue = self._queue
+        want = max_records
+        while queue and want > 0:
+            chunk = queue[0]
+            a, n = chunk.at, len(chunk.ids)
+            b = min(n, a + want)
+            if a == 0 and b == n:  # the whole message, the common case: no slices
+                queue.popleft()
+                ids, payloads, keys, headers = chunk.ids, chunk.payloads, chunk.keys, chunk.headers
+            else:
+                chunk.at = b
+                if b == n:
+                    queue.popleft()
+                ids, payloads = chunk.ids[a:b], chunk.payloads[a:b]
+                keys = None if chunk.keys is None else chunk.keys[a:b]
+                headers = None if chunk.headers is None else chunk.headers[a:b]
+            if runs and runs[-1].conn is chunk.conn:  # its next message: sequence numbers run on
+                _extend(runs[-1], ids, payloads, keys, headers)
+            else:
+                runs.append(_Chunk(chunk.conn, ids, payloads, keys, headers, chunk.seq + a))
+            want -= b - a
+        epoch = self._epoch
+        batches = [
+            RecordBatch(
+                r.payloads,
+                r.keys,
+                r.headers,
+                range(r.seq, r.seq + len(r.ids)),
+                _Taken(self, r.conn, epoch, r.ids, r.seq),
+            )
+            for r in runs
+        ]
+        if len(batches) == 1:
+            return batches[0]
+        out: list[Record] = []
+        for batch in batches:
+            out += batch.records()
+        return out
+
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
+        """A :class:`RecordBatch` of what one connection sent (a list of records when what is
+        handed out came on several), ``[]`` when nothing is there within ``timeout_s``."""
         if self._server is None or self._closing:
             raise AdapterError("websocket: source is not started", adapter=_NAME)
         loop = asyncio.get_running_loop()
@@ -540,8 +697,8 @@ class WebSocketSource(Source):
         """A closed connection's records not yet handed out: its client sends them again."""
         if not self._queue or self._closing:
             return
-        kept = deque(e for e in self._queue if e[2] is not conn)
-        dropped = len(self._queue) - len(kept)
+        kept = deque(c for c in self._queue if c.conn is not conn)
+        dropped = sum(c.left for c in self._queue if c.conn is conn)
         if dropped:
             self._queue = kept
             self._used -= dropped
@@ -570,11 +727,11 @@ class WebSocketSource(Source):
     def _receive(self, conn: _Conn, message: str | bytes) -> str | None:
         """Admit a message, or the frame that says why not."""
         try:
-            ids, records = self._parse(conn, message)
+            ids, payloads, keys, headers = self._parse(conn, message)
         except _Refused as exc:
             self._refused += 1
             return _dumps({"error": str(exc), "ids": exc.ids})
-        n = len(records)
+        n = len(ids)
         if not n:
             return None
         if conn.blocked is not None:
@@ -601,11 +758,8 @@ class WebSocketSource(Source):
                 f"this connection has {len(conn.ids)} records unanswered; at most "
                 f"{self._max_in_flight} (max_in_flight)",
             )
-        queue, seq = self._queue, self._seq
-        for rec, rid in zip(records, ids, strict=True):
-            queue.append((rec, seq, conn, rid))
-            seq += 1
-        self._seq = seq
+        self._queue.append(_Chunk(conn, ids, payloads, keys, headers, self._seq))
+        self._seq += n
         conn.ids.update(ids)
         conn.peak = max(conn.peak, len(conn.ids))
         self._used += n
@@ -627,8 +781,8 @@ class WebSocketSource(Source):
             }
         )
 
-    def _parse(self, conn: _Conn, message: str | bytes) -> tuple[list[str], list[OutRecord]]:
-        """The message's ids and records; raises :class:`_Refused`."""
+    def _parse(self, conn: _Conn, message: str | bytes) -> _Columns:
+        """The message's ids, payloads, keys and headers; raises :class:`_Refused`."""
         if isinstance(message, bytes):
             raise _Refused(
                 "binary messages are not accepted: send records as JSON text messages "
@@ -657,23 +811,15 @@ class WebSocketSource(Source):
                 f"{self._max_in_flight} records are in flight per connection; split it",
                 _ids_of(doc),
             )
-        # The fast path checks without building messages; on any problem, _explain says what.
-        ids: list[str] = []
-        records: list[OutRecord] = []
-        unanswered = conn.ids
+        # The fast paths check without building messages; on any problem, _explain says what.
         try:
-            for obj in objs:
-                rid = obj.get("id") if type(obj) is dict else None
-                if type(rid) is not str or not 0 < len(rid) <= MAX_ID_CHARS or rid in unanswered:
-                    raise BadRecord(rid)
-                ids.append(rid)
-                records.append(read_record(obj, "", _FIELDS))
-            if len(set(ids)) != len(ids):
+            ids, payloads, keys, headers = _columns(objs)
+            if len(set(ids)) != len(ids) or not conn.ids.isdisjoint(ids):
                 raise BadRecord("a repeated id")
         except BadRecord:
             self._explain(conn, doc, objs)
             raise  # not reached: _explain raises
-        return ids, records
+        return ids, payloads, keys, headers
 
     def _explain(self, conn: _Conn, doc: object, objs: list[Any]) -> None:
         """Raise the :class:`_Refused` that says what is wrong with a message's records."""

@@ -28,6 +28,7 @@ from byteor.adapters import (
     Backoff,
     OutRecord,
     Record,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -247,6 +248,72 @@ async def test_batches_settle_without_handles_across_two_connections(source: Any
             {"ack": ["b1", "b0"]},
         ]
     assert src.statistics().used == 0
+
+
+async def test_a_connections_messages_come_as_one_batch_of_columns(source: Any) -> None:
+    """What one connection sent is handed out as a RecordBatch: payloads as a column (keys and
+    headers None when no record has any), positions running on across its messages and
+    into the part of a message left for the next batch; ack_all of the batch is one frame of
+    its ids, nack_all one nack frame; a record settled by hand refuses the batch."""
+    src = await source()
+    async with raw(src.url) as ws:
+        await ws.send(
+            encode_message([OutRecord(bytes([i, 255])) for i in range(3)], ["a", "b", "c"])
+        )
+        await ws.send(json.dumps([{"id": "d", "payload": "four"}, {"id": "e", "payload": "5"}]))
+        await ws.send(
+            json.dumps(
+                [
+                    {"id": "f", "payload": "six", "key": "k"},
+                    {"id": "g", "payload_b64": "/w==", "headers": [{"name": "h", "value": "v"}]},
+                    {"id": "h", "payload": "eight"},
+                ]
+            )
+        )
+        await until(lambda: src.statistics().queued == 8, "the three messages admitted")
+        first = await src.next_batch(4)
+        assert isinstance(first, RecordBatch)
+        assert first.payloads == [b"\x00\xff", b"\x01\xff", b"\x02\xff", b"four"]
+        assert (first.keys, first.headers, list(first.positions)) == (None, None, [0, 1, 2, 3])
+        rest = await src.next_batch(10)
+        assert isinstance(rest, RecordBatch)
+        assert [r.out() for r in rest] == [
+            OutRecord(b"5"),
+            OutRecord(b"six", b"k"),
+            OutRecord(b"\xff", None, (("h", b"v"),)),
+            OutRecord(b"eight"),
+        ]
+        assert [r.position for r in rest] == [4, 5, 6, 7]
+        await rest[0].ack.ack()
+        assert await frame(ws) == {"ack": ["e"]}
+        with pytest.raises(AckError):
+            await ack_all(rest)
+        await nack_all(rest[1:])
+        assert await frame(ws) == {"nack": ["f", "g", "h"]}
+        await ack_all(first)
+        assert await frame(ws) == {"ack": ["a", "b", "c", "d"]}
+        with pytest.raises(AckError):
+            await ack_all(first)
+    s = src.statistics()
+    assert (s.admitted, s.acked, s.nacked, s.used) == (8, 5, 3, 0)
+
+
+async def test_a_connection_closed_drops_only_its_records_not_handed_out(source: Any) -> None:
+    src = await source()
+    async with raw(src.url) as one:
+        async with raw(src.url) as two:
+            await one.send(json.dumps([{"id": f"a{i}", "payload": "x"} for i in range(4)]))
+            await until(lambda: src.statistics().queued == 4, "the first message admitted")
+            await two.send(json.dumps([{"id": f"b{i}", "payload": "y"} for i in range(3)]))
+            await until(lambda: src.statistics().queued == 7, "the second message admitted")
+            (a0,) = await src.next_batch(1)
+        await until(lambda: src.statistics().dropped == 3, "two's records dropped")
+        got = await src.next_batch(10)
+        assert [r.position for r in got] == [1, 2, 3]
+        await ack_all([a0, *got])
+        assert await frame(one) == {"ack": ["a0", "a1", "a2", "a3"]}
+    s = src.statistics()
+    assert (s.admitted, s.dropped, s.acked, s.used, s.queued) == (7, 3, 4, 0, 0)
 
 
 async def test_sink_sends_ids_and_idempotency_keys_and_resends_a_nack_unchanged() -> None:
@@ -711,6 +778,37 @@ BAD_MESSAGES: list[tuple[str | bytes, str, list[str]]] = [
     (
         '[{"id": "a", "payload": "x"}, {"id": "b", "payload": 5}]',
         "records[1]: payload must be a string, got int",
+        ["a", "b"],
+    ),
+    # What the column reading of a message starts on, and leaves to the careful one
+    (
+        '[{"id": "a", "payload_b64": "AA=="}, {"id": "b", "payload_b64": "A A="}]',
+        "records[1]: payload_b64 is not valid base64",
+        ["a", "b"],
+    ),
+    (
+        '[{"id": "a", "payload_b64": "AA=="}, {"id": "b", "payload_b64": "AA==", "payload": ""}]',
+        "records[1]: give payload or payload_b64, not both",
+        ["a", "b"],
+    ),
+    (
+        '[{"id": "a", "payload_b64": null}]',
+        "records[0]: a record needs payload (UTF-8 text) or payload_b64",
+        ["a"],
+    ),
+    (
+        json.dumps([{"id": "a", "payload": "x"}, {"id": "b" * 257, "payload": "y"}]),
+        "records[1]: id must be a non-empty string of at most 256 characters",
+        ["a"],
+    ),
+    (
+        '[{"id": "a", "payload": "x"}, ["id", "payload"]]',
+        "records[1]: a record must be a JSON object, got list",
+        ["a"],
+    ),
+    (
+        '[{"id": "a", "payload": "x"}, {"id": "b", "payload": "\\ud800"}]',
+        "records[1]: payload is not valid Unicode (a lone surrogate)",
         ["a", "b"],
     ),
     (

@@ -37,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from byteor.adapters import OutRecord, Record, ack_all
+from byteor.adapters import OutRecord, Record, RecordBatch, ack_all
 from byteor.adapters.websocket import PROTOCOL, WebSocketSink, WebSocketSource, encode_message
 from byteor.bench.adapters._harness import (
     READ_WAIT_S,
@@ -86,7 +86,7 @@ def hand_message(batch: Sequence[bytes], ids: Sequence[str]) -> str:
 # -- the source sides ----------------------------------------------------------------------
 
 
-class _OursSource(LoadedSource[list[Record]]):
+class _OursSource(LoadedSource[Sequence[Record]]):
     def __init__(self, peer: Peer, target: str, reports: Reports) -> None:
         super().__init__(peer, target, reports)
         self._src = WebSocketSource(
@@ -104,11 +104,13 @@ class _OursSource(LoadedSource[list[Record]]):
         s = self._src.statistics()
         return {"admitted": s.admitted, "unsettled": s.used, "slowed": s.slowed}
 
-    async def read(self, max_records: int) -> tuple[Sequence[bytes], list[Record]]:
+    async def read(self, max_records: int) -> tuple[Sequence[bytes], Sequence[Record]]:
         recs = await self._src.next_batch(max_records, timeout_s=READ_WAIT_S)
+        if isinstance(recs, RecordBatch):  # its payload column, as the hand loop's list
+            return recs.payloads, recs
         return [r.payload for r in recs], recs
 
-    async def ack(self, token: list[Record]) -> None:
+    async def ack(self, token: Sequence[Record]) -> None:
         await ack_all(token)
 
 
