@@ -19,8 +19,9 @@ Sink. Records accumulate in an *open object*, which is closed when it reaches
 timer), and — with ``flush = batch`` (the default) — at the end of every ``write_batch``.
 Closed objects are uploaded one at a time, in order: a PUT, or from ``multipart_threshold``
 on a multipart upload (parts in parallel, the upload aborted if anything fails), so one sink's
-objects become visible in key order. ``write_batch`` returns only once every object holding
-one of its records is uploaded. With ``flush = batch`` that means every batch makes at least
+objects become visible in key order (a PUT under 1 MiB goes without ``Expect: 100-continue``:
+a round trip less per object). ``write_batch`` returns only once every object holding one of
+its records is uploaded. With ``flush = batch`` that means every batch makes at least
 one object of its own (small batches, small objects); with ``flush = linger`` the open object
 stays open across batches and each ``write_batch`` waits until its object is rolled by size or
 time — objects are bigger, but a caller waits up to ``roll_ms``, so it pays only when several
@@ -519,6 +520,25 @@ class _Object:
         return h.digest()
 
 
+#: A PUT smaller than this goes without ``Expect: 100-continue`` (see :func:`_no_continue`).
+CONTINUE_FROM_BYTES: Final = 1024 * 1024
+
+
+def _no_continue(request: Any, **_: Any) -> None:
+    """``before-send`` hook of a PutObject: drop the ``Expect: 100-continue`` botocore adds to
+    every body, when the body is small.
+
+    With it, the client sends the headers and waits for the server's ``100 Continue`` before
+    the body: a round trip more per object (against moto on loopback, a PUT of 70 kB took
+    ~2.7 ms, one in five ~13 ms, and the sink wrote ~55 k records/s of 128 bytes; without,
+    ~90-115 k/s). The wait pays off only for big bodies (a refusal before megabytes are
+    sent), so from :data:`CONTINUE_FROM_BYTES` on it stays. ``Expect`` is not signed.
+    """
+    length = request.headers.get("Content-Length")
+    if length is not None and int(length) < CONTINUE_FROM_BYTES:
+        request.headers.pop("Expect", None)
+
+
 def _seen(fut: asyncio.Future[Any]) -> None:
     """Mark a failed future's exception as seen: a writer that gave up never awaits its
     object, and a cancelled prefetch is never awaited either."""
@@ -597,6 +617,7 @@ class S3Sink(_Base, Sink):
 
     async def start(self) -> None:
         client = await self._open(pool=max(10, self._concurrency + 2))
+        client.meta.events.register("before-send.s3.PutObject", _no_continue)
         try:
             with self._errors(f"the keys under {self._dir!r}"):
                 self._next = await self._resume(client)

@@ -36,6 +36,7 @@ from byteor.adapters import (
 )
 from byteor.adapters.s3 import (
     CHECKPOINT_AREA,
+    CONTINUE_FROM_BYTES,
     MAGIC,
     S3Adapter,
     S3Endpoint,
@@ -268,6 +269,34 @@ async def test_a_big_object_goes_up_in_parts(harness: S3Harness) -> None:
     assert decode_object(await harness.body(key), key) == sent
     uploads = await harness.client.list_multipart_uploads(Bucket=harness.bucket)
     assert not uploads.get("Uploads")
+
+
+async def test_a_small_put_goes_without_expect_continue_a_large_one_with_it(
+    harness: S3Harness,
+) -> None:
+    # botocore asks every PUT body to wait for "100 Continue" (a round trip more per object);
+    # the sink drops that below CONTINUE_FROM_BYTES and keeps it from there on.
+    sink = await harness.new_sink()
+    assert sink._client is not None
+    sent: list[tuple[int, str | None]] = []
+
+    def seen(request: Any, **_: Any) -> None:
+        expect = request.headers.get("Expect")  # bytes once signed
+        text = expect.decode() if isinstance(expect, bytes) else expect
+        sent.append((int(request.headers["Content-Length"]), text))
+
+    sink._client.meta.events.register("before-send.s3.PutObject", seen)
+    small, large = _records(3, size=1000), _records(2, size=CONTINUE_FROM_BYTES // 2 + 1)
+    await sink.write_batch(small)
+    await sink.write_batch(large)
+    await sink.stop()
+    assert len(sent) == 2
+    assert sent[0][0] < CONTINUE_FROM_BYTES and sent[0][1] is None
+    assert sent[1][0] >= CONTINUE_FROM_BYTES and sent[1][1] == "100-continue"
+    assert [r for k in await harness.keys() for r in decode_object(await harness.body(k))] == [
+        *small,
+        *large,
+    ]
 
 
 class _PartFails(S3Sink):

@@ -19,7 +19,10 @@ check after the run reads it back: it must name the last key.
 Sink: ours is ``S3Sink`` with ``flush = batch`` (a write is one object, uploaded before the
 write returns). By hand: ``put_object`` of the same body, key and metadata, framed in the
 timed loop. The check lists the directory and reads every object back: keys contiguous from
-sequence 0, every record once, in order.
+sequence 0, every record once, in order. Both make one PUT per batch; ours sends it without the
+``Expect: 100-continue`` botocore puts on every body (a wait for the server's ``100 Continue``
+before the body goes), the hand loop with it, as aioboto3 does by default: with it, ours was
+0.73-0.83x (CPU equal, ~20 % of the PUTs taking ~13 ms instead of ~2.7 ms against moto).
 """
 
 from __future__ import annotations
@@ -315,7 +318,10 @@ class S3Case(Case):
         " struct, frames bounds-checked, keys kept; the checkpoint object put when an acked"
         " batch completes an object"
     )
-    ours_sink = "S3Sink.write_batch (flush = batch: one object a write, PUT awaited)"
+    ours_sink = (
+        "S3Sink.write_batch (flush = batch: one object a write, PUT awaited; no Expect:"
+        " 100-continue under 1 MiB)"
+    )
     hand_sink = "aioboto3: put_object of the batch framed by hand, same key and metadata"
 
     def __init__(self) -> None:
