@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import signal
 import socket
@@ -35,6 +37,7 @@ from byteor.adapters import (
     load_adapter,
     nack_all,
 )
+from byteor.adapters._jsonrecord import record_object
 from byteor.adapters.http import (
     HttpAdapter,
     HttpSink,
@@ -199,6 +202,48 @@ def test_batch_format_round_trips_every_field(fmt: Any) -> None:
         {"name": "\u00e9", "value": "caf\u00e9"},
     ]
     assert "key" not in objs[2] and "key_b64" not in objs[2]
+
+
+#: Payload-only records (the body's fast path): text that needs escaping, binary, empty.
+PLAIN = [
+    OutRecord(b"plain"),
+    OutRecord('q"uote\\ \n\t\x01 \u00e9 \u2028 \U0001f600'.encode()),
+    OutRecord(b"\x80\xff not UTF-8"),
+    OutRecord(b""),
+]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+@pytest.mark.parametrize("with_keys", [True, False])
+def test_a_batch_body_is_what_json_dumps_makes_of_its_objects(fmt: Any, with_keys: bool) -> None:
+    # The body is built as text (payload-only records without a dict); it must be, byte for
+    # byte, the JSON of record_object per record, for every kind of record mixed together.
+    records = [*PLAIN, *MIXED, *PLAIN]
+    keys = [idempotency_key(r) for r in records] if with_keys else None
+    objs = [record_object(r, keys[i] if keys else None) for i, r in enumerate(records)]
+    dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+    want = dumps(objs) if fmt == "json" else "".join(dumps(o) + "\n" for o in objs)
+    assert encode_batch(records, fmt, keys) == want.encode()
+    assert decode_batch(encode_batch(records, fmt, keys), fmt) == records
+    assert encode_batch([], fmt) == (b"[]" if fmt == "json" else b"")
+
+
+async def test_the_sinks_keys_are_the_records_idempotency_keys(serve: Any) -> None:
+    # The sink hashes a payload-only record in one call; the keys on the wire must be
+    # idempotency_key's, and the request's key the hash of them, one per line.
+    records = [*PLAIN, *MIXED]
+    rx = Receiver()
+    sink = HttpSink(await serve(rx.app) + "/in", backoff=QUICK, sleep=no_sleep)
+    await sink.start()
+    await sink.write_batch(records)
+    await sink.stop()
+    want = [idempotency_key(r) for r in records]
+    ((headers, body),) = rx.requests
+    assert [json.loads(line)["idempotency_key"] for line in body.splitlines()] == want
+    h = hashlib.blake2b(digest_size=16, person=b"byteor-http-bat")
+    for k in want:
+        h.update(k.encode() + b"\n")
+    assert headers["idempotency-key"] == h.hexdigest()
 
 
 def test_ndjson_tolerates_crlf_and_blank_lines() -> None:
