@@ -28,6 +28,7 @@ __all__ = [
     "record_object",
     "read_record",
     "idempotency_key",
+    "payload_key",
     "RECORD_FIELDS",
     "BINARY_ONLY",
     "TEXT_ONLY",
@@ -43,6 +44,8 @@ HEADER_VALUE: Final = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x
 # The key's hash is personalised with the name it was first given (by the HTTP adapter):
 # changing it would change every key a receiver may have stored.
 _PERSON: Final = b"byteor-http-v1"
+#: The hash every key starts from (a copy is cheaper than a new one from its parameters).
+_KEYS: Final = hashlib.blake2b(digest_size=16, person=_PERSON)
 
 
 class BadRecord(ValueError):
@@ -179,10 +182,12 @@ def idempotency_key(rec: OutRecord) -> str:
     one (and that value fits in an HTTP header), else 32 hex digits of a BLAKE2b hash of
     payload, key and headers. Records with equal content get equal keys: when two equal
     records are distinct events, give them distinct ``idempotency-key`` headers."""
+    if not rec.headers and rec.key is None:
+        return payload_key(rec.payload)
     for name, value in rec.headers:
         if name.lower() == "idempotency-key" and value and HEADER_VALUE.fullmatch(value):
             return value.decode("latin-1")
-    h = hashlib.blake2b(digest_size=16, person=_PERSON)
+    h = _KEYS.copy()
     h.update(len(rec.payload).to_bytes(8, "big"))
     h.update(rec.payload)
     if rec.key is None:
@@ -194,4 +199,13 @@ def idempotency_key(rec: OutRecord) -> str:
         n = name.encode()
         h.update(len(n).to_bytes(4, "big") + n + len(value).to_bytes(8, "big"))
         h.update(value)
+    return h.hexdigest()
+
+
+def payload_key(payload: bytes) -> str:
+    """:func:`idempotency_key` of a record that is its payload alone (no key, no headers)."""
+    h = _KEYS.copy()
+    h.update(len(payload).to_bytes(8, "big"))
+    h.update(payload)
+    h.update(b"\x00")
     return h.hexdigest()

@@ -27,20 +27,20 @@ Server to client::
     {"error": "...", "ids": ["22"]}   # refused as malformed: sending it again will not help
 
 **Source.** A ``websockets`` asyncio server on ``host:port`` (port 0 picks one:
-:attr:`WebSocketSource.port`) and ``path``. Admitted records wait in a buffer that stands for
-the ingress lane, a message as one block of columns (ids, payloads; keys and headers only
-when a record has any; a message whose records are each their payload alone, as the sink
-sends them, is read column by column without a Python step a record).
+:attr:`WebSocketSource.port`) and ``path``. Admitted records wait in a buffer that stands
+for the ingress lane, a message as one block of columns (ids, payloads; keys and headers
+only when a record has any; a message whose records are each their payload alone, as the
+sink sends them, is read column by column without a Python step a record).
 :meth:`next_batch` hands out what one connection sent as a :class:`RecordBatch` (no object a
 record until one is read), and settling one queues its id for the connection's next ``ack``
 / ``nack`` frame (the ids settled in one turn of the event loop go in one frame; ``ack_all``
-of a batch queues its ids at once). An ack frame is therefore sent only after downstream confirmed the record.
-Back-pressure is the ``slow`` frame: a message is not admitted while the source is paused,
-while ``capacity`` records are admitted and unsettled in all, or while the connection has
-``max_in_flight`` unanswered records; the connection keeps being read (so keepalive pings go
-on and one slow client never holds up the others) and nothing refused is kept. After a
-``slow`` a connection's messages are refused until one starts with its first refused record
-(``resume_from``), so records are admitted in the order the client sent them.
+of a batch queues its ids at once). An ack frame is therefore sent only after downstream
+confirmed the record. Back-pressure is the ``slow`` frame: a message is not admitted while
+the source is paused, while ``capacity`` records are admitted and unsettled in all, or while
+the connection has ``max_in_flight`` unanswered records; the connection keeps being read (so
+keepalive pings go on and one slow client never holds up the others) and nothing refused is
+kept. After a ``slow`` a connection's messages are refused until one starts with its first
+refused record (``resume_from``), so records are admitted in the order the client sent them.
 Authentication is an optional bearer token checked in the opening handshake (``401`` before
 any frame). A message over ``max_message_bytes`` closes the connection with code 1009;
 binary frames and malformed messages get an ``error`` frame and admit nothing. When a
@@ -70,6 +70,7 @@ import hmac
 import json
 import logging
 import random
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ from byteor.adapters._jsonrecord import (
     TEXT_ONLY,
     BadRecord,
     idempotency_key,
+    payload_key,
     read_record,
     record_object,
 )
@@ -165,17 +167,41 @@ OnNack = Literal["resend", "raise"]
 #: Compact JSON, UTF-8 text kept readable (one encoder: ``json.dumps`` with arguments builds
 #: a new one per call, a visible cost at one call per record).
 _dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: A JSON string of text, as ``_dumps`` writes it (quoted; ensure_ascii off).
+_quote: Final = json.encoder.encode_basestring
+#: An id written into a message without escaping (the sink's are decimal numbers).
+_PLAIN_ID: Final = re.compile(r"[0-9A-Za-z_.:-]{1,256}")
 
 
 def encode_message(records: Sequence[OutRecord], ids: Sequence[str]) -> str:
     """A client message carrying ``records`` with ``ids`` (and their idempotency keys): a JSON
     array, for anyone who writes their own client in Python."""
-    out = []
+    return "[" + ",".join(_record_texts(records, ids)) + "]"
+
+
+def _record_texts(records: Sequence[OutRecord], ids: Sequence[str]) -> list[str]:
+    """Each record's JSON object (with its id and idempotency key), as text: a message is
+    ``[`` + these joined by commas + ``]``. A record that is its payload alone is written
+    straight (its id and key need no escaping: they are checked to be plain), others through
+    :func:`record_object` and the encoder; both give what ``_dumps`` gives for the object."""
+    out: list[str] = []
+    append, key_of, b2a, quote = out.append, payload_key, binascii.b2a_base64, _quote
     for rec, rid in zip(records, ids, strict=True):
+        payload = rec.payload
+        if rec.key is None and not rec.headers and _PLAIN_ID.fullmatch(rid):
+            key = key_of(payload)
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                b64 = b2a(payload, newline=False).decode("ascii")
+                append(f'{{"payload_b64":"{b64}","idempotency_key":"{key}","id":"{rid}"}}')
+                continue
+            append(f'{{"payload":{quote(text)},"idempotency_key":"{key}","id":"{rid}"}}')
+            continue
         obj = record_object(rec, idempotency_key(rec))
         obj["id"] = rid
-        out.append(obj)
-    return _dumps(out)
+        append(_dumps(obj))
+    return out
 
 
 # -- the source ----------------------------------------------------------------------------
@@ -876,6 +902,9 @@ class WebSocketSinkStatistics:
 
 
 _PENDING, _SENT, _DONE = 0, 1, 2
+#: Marks for a run of records at once (sliced to its length; a message is at most this long).
+_ALL_SENT: Final = bytes([_SENT]) * 10_000
+_ALL_DONE: Final = bytes([_DONE]) * 10_000
 
 
 class _Window:
@@ -886,18 +915,15 @@ class _Window:
     record a ``slow`` frame's ``resume_from`` names: the next message must start with it.
     """
 
-    __slots__ = ("records", "ids", "objs", "index", "state", "sent_before", "cursor",
+    __slots__ = ("records", "ids", "texts", "index", "state", "sent_before", "cursor",
                  "in_flight", "done", "not_before", "resume")  # fmt: skip
 
     def __init__(self, records: Sequence[OutRecord], first_id: int) -> None:
+        n = len(records)
         self.records = records
-        self.ids = [str(first_id + i) for i in range(len(records))]
-        self.objs: list[dict[str, Any]] = []
-        for rec, rid in zip(records, self.ids, strict=True):
-            obj = record_object(rec, idempotency_key(rec))
-            obj["id"] = rid
-            self.objs.append(obj)
-        self.index = {rid: i for i, rid in enumerate(self.ids)}
+        self.ids = list(map(str, range(first_id, first_id + n)))
+        self.texts = _record_texts(records, self.ids)  # each record's JSON object
+        self.index = dict(zip(self.ids, range(n), strict=True))
         self.state = bytearray(len(records))
         self.sent_before = bytearray(len(records))
         self.cursor = self.in_flight = self.done = 0
@@ -912,7 +938,7 @@ class _Window:
             raw = len(rec.payload) + len(rec.key or b"")
             raw += 2 * sum(len(n) * 3 + len(v) for n, v in rec.headers)  # a key may repeat one
             if 6 * raw + 64 * len(rec.headers) + 256 > limit:
-                size = len(_dumps([self.objs[i]]).encode())
+                size = len(self.texts[i].encode()) + 2  # a message of it alone
                 if size > limit:
                     return size
         return 0
@@ -1161,6 +1187,26 @@ class WebSocketSink(Sink):
                 self._reader = None
             self._changed.set()
 
+    def _acked_run(self, w: _Window, acks: object) -> bool:
+        """An ack frame of a run of records in flight, in order (the common case: the
+        server answers a message's records together), applied by slices; False for any
+        other frame, which the caller applies id by id."""
+        if acks.__class__ is not list or not acks:
+            return False
+        ids = cast(list[str], acks)
+        i = w.index.get(ids[0]) if ids[0].__class__ is str else None
+        k = len(ids)
+        if i is None or k > len(_ALL_DONE):
+            return False
+        end = i + k
+        if w.ids[i:end] != ids or w.state.count(_SENT, i, end) != k:
+            return False
+        w.state[i:end] = _ALL_DONE[:k]
+        w.in_flight -= k
+        w.done += k
+        self._confirmed += k
+        return True
+
     def _answered(self, message: str | bytes) -> None:
         """Apply one server frame to the current window."""
         try:
@@ -1170,7 +1216,7 @@ class WebSocketSink(Sink):
             kind = ""
         w = self._window
         if kind == "ack":
-            if w is not None:
+            if w is not None and not self._acked_run(w, doc["ack"]):
                 index, state = w.index, w.state
                 for rid in doc["ack"]:
                     i = index.get(rid)
@@ -1242,6 +1288,9 @@ class WebSocketSink(Sink):
             w.resume = None
             if i < n:
                 start = i
+        end = min(n, start + room)
+        if state.count(_PENDING, start, end) == end - start > 0:  # a run of pending: at once
+            return self._send_run(w, start, end)
         run: list[int] = []
         i = start
         while i < n and len(run) < room:
@@ -1257,11 +1306,11 @@ class WebSocketSink(Sink):
             if start == w.cursor:
                 w.cursor = i
             return None
-        objs = w.objs
-        message = _dumps([objs[j] for j in run]).encode()
+        texts = w.texts
+        message = ("[" + ",".join([texts[j] for j in run]) + "]").encode()
         while len(message) > self._limit_bytes and len(run) > 1:
             run = run[: len(run) // 2]  # big records: fewer per message (too_large said 1 fits)
-            message = _dumps([objs[j] for j in run]).encode()
+            message = ("[" + ",".join([texts[j] for j in run]) + "]").encode()
         if start == w.cursor:
             w.cursor = run[-1] + 1
         sent_before = w.sent_before
@@ -1272,6 +1321,22 @@ class WebSocketSink(Sink):
             sent_before[j] = 1
         w.in_flight += len(run)
         self._sent += len(run)
+        return message
+
+    def _send_run(self, w: _Window, start: int, end: int) -> bytes:
+        """:meth:`_next_message` of records ``start`` to ``end``, all pending: the same
+        message and marks, by slices instead of a step a record."""
+        message = ("[" + ",".join(w.texts[start:end]) + "]").encode()
+        if len(message) > self._limit_bytes and end - start > 1:
+            return self._send_run(w, start, start + (end - start) // 2)  # as _next_message does
+        if start == w.cursor:
+            w.cursor = end
+        k = end - start
+        w.state[start:end] = _ALL_SENT[:k]
+        self._resent += w.sent_before.count(1, start, end)
+        w.sent_before[start:end] = _ALL_SENT[:k]
+        w.in_flight += k
+        self._sent += k
         return message
 
     async def write_batch(self, records: Sequence[OutRecord]) -> None:

@@ -369,6 +369,30 @@ def test_a_record_reads_and_dedupes_as_in_the_http_batch_format() -> None:
     assert objs == lines
 
 
+def test_a_payload_alone_is_written_as_the_encoder_writes_its_object() -> None:
+    """The sink writes a record that is its payload alone straight as text: the same text
+    the JSON encoder makes of its object (text escaped, bytes in base64, the same key), and
+    the objects of other records or ids unchanged."""
+    from byteor.adapters._jsonrecord import payload_key, record_object
+
+    recs = [
+        OutRecord(b'quote " backslash \\ tab \t nl \n bell \x07 \xc3\xa9 \xe2\x82\xac'),
+        OutRecord(b"\x00\xff\x80 not UTF-8"),
+        OutRecord(b""),
+        OutRecord(b"keyed", b"k"),
+        OutRecord(b"headed", None, (("h", b"v"),)),
+        OutRecord(b"id needs escaping"),
+    ]
+    ids = ["0", "1", "x-2.y:3_Z", "4", "5", 'a "quoted" id']
+    objs = [
+        record_object(r, idempotency_key(r)) | {"id": i} for r, i in zip(recs, ids, strict=True)
+    ]
+    expected = json.dumps(objs, ensure_ascii=False, separators=(",", ":"))
+    assert encode_message(recs, ids) == expected
+    assert payload_key(b"abc") == idempotency_key(OutRecord(b"abc"))
+    assert payload_key(b"abc") != idempotency_key(OutRecord(b"abc", b""))
+
+
 async def test_on_nack_raise_fails_the_write_as_retriable(source: Any) -> None:
     src = await source()
     sink = WebSocketSink(src.url, on_nack="raise", backoff=QUICK)
