@@ -5,10 +5,12 @@ Theory of operation.
 Source: one consumer on a queue, manual acknowledgement, with ``basic.qos(prefetch)``
 bounding how many messages the broker hands this consumer before it acknowledges any — the
 prefetch is the credit, and it is the back-pressure: nothing more arrives while ``prefetch``
-messages are buffered or out downstream. Deliveries land in a buffer as the rows of their
-records (aio-pika's message object is let go at once); :meth:`next_batch` hands them out, one
-object per record: the record holds its channel's :class:`~byteor.adapters.Settler` in place of
-an ack handle. ``ack`` (or ``ack_all`` of a batch) queues the delivery tags; the queue is
+messages are buffered or out downstream. Deliveries land in a buffer of columns (payloads,
+keys, headers, and each delivery's ``tag << 1 | redelivered``; aio-pika's message object is
+let go at once); :meth:`next_batch` hands them out as one :class:`~byteor.adapters.RecordBatch`
+— usually the buffer's columns themselves, swapped for empty ones — with one
+:class:`~byteor.adapters.Settler` for the read (records, and their :class:`AmqpPosition`, are
+made only when read). ``ack`` (or ``ack_all`` of a batch) queues the delivery tags; the queue is
 flushed at the next :meth:`next_batch` (a settle wakes a waiting one) or at stop, as one
 ``basic.ack(multiple=True)`` for the longest run of tags with nothing unsettled below it, and
 single acks for the rest. ``nack`` is sent at once as ``basic.nack(requeue=True)``, so a later
@@ -43,10 +45,9 @@ import logging
 import os
 import socket
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import aio_pika
 import aiormq
@@ -77,9 +78,8 @@ from byteor.adapters._record import (
     LazyAckRecord,
     OutRecord,
     Record,
-    RecordRow,
+    RecordBatch,
     Settler,
-    make_records,
 )
 from byteor.spec import Delivery
 
@@ -333,61 +333,47 @@ class _Base:
         return Health(connected=conn.up and not channel.is_closed, detail=conn.describe())
 
 
-class _Channel(Settler):
-    """The deliveries of one channel (an epoch of the source), as the :class:`Settler` in
-    their records' ``ack`` field: ``ack_all`` queues a batch's delivery tags for the next
-    flush and ``nack_all`` sends their nacks, without a handle per record."""
+class _Taken(Settler):
+    """The deliveries of one :meth:`RabbitMQSource.next_batch` (of one channel, an epoch of
+    the source), as the :class:`Settler` of their records: ``ack_all`` of the whole batch
+    queues its delivery tags for the next flush and ``nack_all`` sends their nacks, with no
+    record made; ``stored`` is each delivery's ``tag << 1 | redelivered``."""
 
-    __slots__ = ("source", "epoch")
+    __slots__ = ("source", "epoch", "stored")
 
-    def __init__(self, source: RabbitMQSource, epoch: int) -> None:
-        self.source, self.epoch = source, epoch
+    def __init__(self, source: RabbitMQSource, epoch: int, stored: list[int]) -> None:
+        self.source, self.epoch, self.stored = source, epoch, stored
+
+    def positions(self) -> list[AmqpPosition]:
+        return [AmqpPosition(p >> 1, bool(p & 1)) for p in self.stored]
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
-        return _DeliveryAck(self, _stored_position(record) >> 1)
+        return _DeliveryAck(self, _tag_of(record))
 
     def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> Awaitable[None] | None:
-        return self.source._settled([_stored_position(r) >> 1 for r in records], self.epoch, ok)
+        return self.source._settled(list(map(_tag_of, records)), self.epoch, ok)
+
+    def settle_batch(self, batch: RecordBatch, ok: bool) -> Awaitable[None] | None:
+        return self.source._settled([p >> 1 for p in self.stored], self.epoch, ok)
+
+
+def _tag_of(record: Record) -> int:
+    """The delivery tag of one of our records (its position an :class:`AmqpPosition`)."""
+    return cast(AmqpPosition, record.position).delivery_tag
 
 
 class _DeliveryAck(Ack):
     """A delivery's acknowledgement handle, made when ``record.ack`` is first read: an ack
     queues the tag (no I/O, so ``settled`` is a plain method), a nack is sent at once."""
 
-    __slots__ = ("_channel", "_tag")
+    __slots__ = ("_taken", "_tag")
 
-    def __init__(self, channel: _Channel, tag: int) -> None:
+    def __init__(self, taken: _Taken, tag: int) -> None:
         Ack.__init__(self)
-        self._channel, self._tag = channel, tag
+        self._taken, self._tag = taken, tag
 
     def settled(self, ok: bool) -> Awaitable[None] | None:
-        return self._channel.source._settled([self._tag], self._channel.epoch, ok)
-
-
-_stored_position = vars(Record)["position"].__get__
-_store_position = vars(Record)["position"].__set__
-
-
-class _AmqpRecord(LazyAckRecord):
-    """A delivery's record: its delivery tag and redelivered flag are kept in the
-    ``position`` field as one int (``tag << 1 | redelivered``) and its channel in the
-    ``ack`` field; the :class:`AmqpPosition` and the ack handle are made when asked for
-    (see :class:`Settler`). Otherwise a :class:`Record` (a position given to the
-    constructor, e.g. by ``dataclasses.replace``, is kept)."""
-
-    __slots__ = ()
-
-    @property
-    def position(self) -> object:
-        stored = _stored_position(self)
-        if stored.__class__ is not int:
-            return stored
-        return AmqpPosition(stored >> 1, bool(stored & 1))
-
-    @position.setter
-    def position(self, value: object) -> None:
-        # Reached only through object.__setattr__ (copy, pickle): Record.__setattr__ refuses.
-        _store_position(self, value)
+        return self._taken.source._settled([self._tag], self._taken.epoch, ok)
 
 
 class RabbitMQSource(_Base, Source):
@@ -421,11 +407,15 @@ class RabbitMQSource(_Base, Source):
         # Tags of the current channel's deliveries not yet acked or nacked to the broker
         # (buffered ones included: a multiple-ack must not cover them).
         self._unsettled: set[int] = set()
-        self._buffer: deque[RecordRow] = deque()  # arrived, not handed out yet
+        # Arrived, not handed out yet, as columns: payloads, keys, headers, and each
+        # delivery's tag << 1 | redelivered.
+        self._bodies: list[bytes] = []
+        self._keys: list[bytes | None] = []
+        self._headers: list[Headers] = []
+        self._stored: list[int] = []
         self._to_ack: list[int] = []  # settled with ack, sent at the next flush
         self._chan: aiormq.abc.AbstractChannel | None = None  # the channel tags belong to
         self._epoch = 0  # one per channel, and per stop: settling an older record is a no-op
-        self._deliveries = _Channel(self, self._epoch)
         self._routing_key: tuple[str | None, bytes | None] = (None, None)  # the last one seen
         self._wake = asyncio.Event()
         self._paused = False
@@ -434,7 +424,7 @@ class RabbitMQSource(_Base, Source):
     @property
     def buffered(self) -> int:
         """Deliveries received and not handed out yet (at most the prefetch)."""
-        return len(self._buffer)
+        return len(self._bodies)
 
     async def start(self) -> None:
         channel = await self._open(confirms=False)
@@ -461,9 +451,9 @@ class RabbitMQSource(_Base, Source):
             raise
 
     async def _on_message(self, msg: AbstractIncomingMessage) -> None:
-        """Keep what the delivery's record needs (one tuple, the record's row), so that
-        aio-pika's message object is let go when this returns: objects kept alive are the
-        garbage collector's work (see :class:`Settler`)."""
+        """Keep what the delivery's record needs (an entry in each of the buffer's columns),
+        so that aio-pika's message object is let go when this returns: objects kept alive
+        are the garbage collector's work (see :class:`Settler`)."""
         if self._stopped:
             return  # the broker requeues it when the connection closes
         try:
@@ -475,8 +465,7 @@ class RabbitMQSource(_Base, Source):
             # the broker has requeued its deliveries (they come back on this channel).
             self._chan = chan
             self._epoch += 1
-            self._deliveries = _Channel(self, self._epoch)
-            self._buffer.clear()
+            self._clear_buffer()
             self._unsettled.clear()
             self._to_ack.clear()
         tag = msg.delivery_tag
@@ -487,16 +476,15 @@ class RabbitMQSource(_Base, Source):
             key = routing_key.encode() if routing_key else None
             self._routing_key = routing_key, key
         self._unsettled.add(tag)
-        self._buffer.append(
-            (
-                msg.body,
-                key,
-                decode_headers(msg.headers),
-                tag << 1 | bool(msg.redelivered),
-                self._deliveries,
-            )
-        )
+        self._bodies.append(msg.body)
+        self._keys.append(key)
+        headers = msg.headers
+        self._headers.append(decode_headers(headers) if headers else ())
+        self._stored.append(tag << 1 | bool(msg.redelivered))
         self._wake.set()
+
+    def _clear_buffer(self) -> None:
+        self._bodies, self._keys, self._headers, self._stored = [], [], [], []
 
     def _settled(self, tags: list[int], epoch: int, ok: bool) -> Awaitable[None] | None:
         """Deliveries ``tags`` of channel ``epoch`` settled: an ack queues them for the next
@@ -543,27 +531,36 @@ class RabbitMQSource(_Base, Source):
         except _CHANNEL_GONE:
             pass  # the connection dropped: these come back, redelivered
 
-    def _take(self, max_records: int) -> list[Record]:
-        """Records of up to ``max_records`` buffered deliveries (all of the current channel:
-        a new one clears the buffer), one object each."""
-        buffer = self._buffer
+    def _take(self, max_records: int) -> Sequence[Record]:
+        """A :class:`RecordBatch` of up to ``max_records`` buffered deliveries (all of the
+        current channel: a new one clears the buffer), ``[]`` when its channel closed."""
         chan = self._chan
         if chan is None or chan.is_closed:
-            buffer.clear()  # its channel closed: the broker requeued them
+            self._clear_buffer()  # its channel closed: the broker requeued them
             return []
-        if len(buffer) <= max_records:
-            rows = list(buffer)
-            buffer.clear()
+        bodies, keys, headers, stored = self._bodies, self._keys, self._headers, self._stored
+        if len(bodies) <= max_records:  # the usual case: all of it, the columns as they are
+            self._clear_buffer()
         else:
-            rows = [buffer.popleft() for _ in range(max_records)]
-        return make_records(rows, _AmqpRecord)
+            n = max_records
+            self._bodies, self._keys = bodies[n:], keys[n:]
+            self._headers, self._stored = headers[n:], stored[n:]
+            bodies, keys, headers, stored = bodies[:n], keys[:n], headers[:n], stored[:n]
+        taken = _Taken(self, self._epoch, stored)
+        return RecordBatch(
+            bodies,
+            None if keys.count(None) == len(keys) else keys,
+            headers if any(headers) else None,
+            taken.positions,
+            taken,
+        )
 
-    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+    async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
         if self._stopped or self._conn is None:
             raise AdapterError("rabbitmq: source is not started", adapter="rabbitmq")
         if self._to_ack:
             await self._flush_acks()
-        if self._buffer and not self._paused:  # what is ready, without looking at the clock
+        if self._bodies and not self._paused:  # what is ready, without looking at the clock
             out = self._take(max_records)
             if out:
                 return out
@@ -572,7 +569,7 @@ class RabbitMQSource(_Base, Source):
         while True:
             self._wake.clear()  # before looking: a settle or a delivery after it wakes us
             await self._flush_acks()
-            if not self._paused and self._buffer:
+            if not self._paused and self._bodies:
                 out = self._take(max_records)
                 if out:
                     return out
@@ -604,7 +601,7 @@ class RabbitMQSource(_Base, Source):
         finally:
             self._stopped = True
             self._epoch += 1  # records handed out before are void after a restart too
-            self._buffer.clear()
+            self._clear_buffer()
             self._unsettled.clear()
             self._to_ack.clear()
             self._chan = None

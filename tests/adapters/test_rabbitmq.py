@@ -26,6 +26,7 @@ from byteor.adapters import (
     AdapterUnreachable,
     OutRecord,
     Record,
+    RecordBatch,
     Sink,
     Source,
     ack_all,
@@ -278,6 +279,48 @@ async def test_batches_settle_without_handles_and_a_stopped_channels_records_are
     rest = await _drain(fresh)
     await fresh.stop()
     assert [(r.payload, _redelivered(r)) for r in rest] == [(b"r0", True)]
+    assert await harness.counts() == (0, 0)
+
+
+async def _buffered(src: RabbitMQSource, n: int) -> None:
+    """Wait (5 s at most) until ``n`` deliveries are in the source's buffer."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 5.0
+    while src.buffered < n:
+        assert loop.time() < end, f"{src.buffered} of {n} deliveries arrived"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_read_is_a_batch_of_columns_settled_whole(harness: RabbitHarness) -> None:
+    sent = [OutRecord(b"r%d" % i, b"k", (("n", b"%d" % i),) if i == 1 else ()) for i in range(6)]
+    await harness.produce(sent)
+    src = await harness.new_source()
+    try:
+        await _buffered(src, 6)
+        first = await src.next_batch(3)
+        assert isinstance(first, RecordBatch)
+        assert (first.payloads, first.keys) == ([b"r0", b"r1", b"r2"], [b"k"] * 3)
+        assert first.headers == [(), (("n", b"1"),), ()]
+        second = await src.next_batch(10)
+        assert isinstance(second, RecordBatch) and second.headers is None  # none has any
+        assert list(second.positions) == [AmqpPosition(t, False) for t in (4, 5, 6)]
+        await second[0].ack.ack()  # one record settled by hand: the batch is not whole
+        with pytest.raises(AckError):
+            await ack_all(second)
+        await nack_all(first)  # sent at once: r0..r2 come back, redelivered
+        await _buffered(src, 3)
+        again = await src.next_batch(10)
+        assert [(r.payload, r.position) for r in again] == [
+            (b"r%d" % i, AmqpPosition(7 + i, True)) for i in range(3)
+        ]
+        await ack_all(again)  # tags 7..9 queued; 5 and 6 stay unsettled
+        assert await src.next_batch(10, timeout_s=0.1) == []  # flushes the acks
+    finally:
+        await src.stop()  # tag 4 acked at stop; r4, r5 requeued
+    fresh = await harness.new_source()
+    rest = await _drain(fresh)
+    await fresh.stop()
+    assert [(r.payload, _redelivered(r)) for r in rest] == [(b"r4", True), (b"r5", True)]
     assert await harness.counts() == (0, 0)
 
 
