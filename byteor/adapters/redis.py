@@ -12,12 +12,15 @@ An entry holds the fields ``p`` (payload), ``k`` (key, when there is one) and ``
 (headers: per header a 2-byte name length, the name, a 4-byte value length, the value).
 
 Theory of operation (batches). Each read is handed out as one :class:`RecordBatch` of
-columns made from the client's ``(id, fields)`` entries by list comprehension (payloads; keys
-and headers only when an entry has them; the ids only when a record is made), with one
-:class:`_Read` for all of them. ``ack_all`` of the whole batch queues its ids for the XACK at
-C level (one ``extend`` over the entries), ``nack_all`` puts the entries back as they came,
-ids and fields, with no record made; records settled one by one, or some of a batch's
-records, go the per-record way.
+columns made from the reply's entries at C level (payloads; keys and headers only when an entry
+has them; the ids only when a record is made), with one :class:`_Read` for all of them. Once
+started, the source's client takes XREADGROUP's reply as it came (:func:`_raw_streams` in
+place of redis-py's response callback, which makes a dict of every entry's fields): an entry
+of our sink's is ``[id, [b"p", payload]]``, its payload taken by ``itemgetter``; an entry with
+other fields is made ``(id, fields)`` and read the general way. ``ack_all`` of the whole
+batch queues its ids for the XACK at C level (one ``extend`` over the entries), ``nack_all``
+puts the entries back, ids and fields, with no record made; records settled one by one, or
+some of a batch's records, go the per-record way.
 """
 
 from __future__ import annotations
@@ -116,9 +119,43 @@ def decode_entry(fields: Mapping[bytes, bytes]) -> OutRecord:
 
 
 _Entry = tuple[bytes, Mapping[bytes, bytes]]
-_id_of: Callable[[_Entry], bytes] = itemgetter(0)
+#: An entry as XREADGROUP's reply holds it: ``[id, [name, value, name, value, ...]]``.
+_RawEntry = Sequence[Any]
+_id_of: Callable[[_Entry | _RawEntry], bytes] = itemgetter(0)
 _fields_of: Callable[[_Entry], Mapping[bytes, bytes]] = itemgetter(1)
+_flat_of: Callable[[_RawEntry], Sequence[bytes]] = itemgetter(1)
 _payload_field: Callable[[Mapping[bytes, bytes]], bytes] = itemgetter(b"p")
+_first: Callable[[Sequence[bytes]], bytes] = itemgetter(0)
+_second: Callable[[Sequence[bytes]], bytes] = itemgetter(1)
+
+
+def _raw_streams(response: Any, **options: Any) -> list[list[_RawEntry]]:
+    """The response callback our source's client uses for XREADGROUP once started: per
+    stream read, its entries as the reply holds them (redis-py's own callback makes a dict
+    of every entry's fields, which a read of our sink's payload-only entries never needs)."""
+    if response is None:
+        return []
+    if isinstance(response, dict):  # RESP3: a map of stream to entries
+        return list(response.values())
+    return [stream[1] for stream in response]
+
+
+def _as_entry(raw: _RawEntry) -> _Entry:
+    """An entry of a reply as ``(id, fields)``."""
+    flat = raw[1]
+    return raw[0], dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _raw_columns(
+    entries: Sequence[_RawEntry],
+) -> tuple[list[bytes], list[bytes | None] | None, list[Headers] | None]:
+    """:func:`_columns` of entries as XREADGROUP's reply holds them."""
+    flat = list(map(_flat_of, entries))
+    if set(map(len, flat)) == {2}:  # one field each: payload only, what our sink writes
+        names = list(map(_first, flat))
+        if names.count(b"p") == len(names):
+            return list(map(_second, flat)), None, None
+    return _columns(list(map(_as_entry, entries)))
 
 
 def _columns(
@@ -146,10 +183,16 @@ class _Read(Settler):
     for the XACK that goes with the next read, without a handle per record; ``entries`` are
     the read's ``(id, fields)`` as the client gave them, for settling the whole batch."""
 
-    __slots__ = ("source", "epoch", "entries")
+    __slots__ = ("source", "epoch", "entries", "raw")
 
-    def __init__(self, source: RedisSource, epoch: int, entries: Sequence[_Entry]) -> None:
-        self.source, self.epoch, self.entries = source, epoch, entries
+    def __init__(
+        self,
+        source: RedisSource,
+        epoch: int,
+        entries: Sequence[_Entry] | Sequence[_RawEntry],
+        raw: bool,
+    ) -> None:
+        self.source, self.epoch, self.entries, self.raw = source, epoch, entries, raw
 
     def make_ack(self, record: LazyAckRecord) -> Ack:
         return _EntryAck(self, record)
@@ -172,8 +215,10 @@ class _Read(Settler):
             return  # still pending in Redis: it will be delivered again
         if ok:
             source._to_ack.extend(map(_id_of, self.entries))
+        elif self.raw:
+            source._ready.extend(map(_as_entry, cast(Sequence[_RawEntry], self.entries)))
         else:
-            source._ready.extend(self.entries)
+            source._ready.extend(cast(Sequence[_Entry], self.entries))
 
 
 class _EntryAck(Ack):
@@ -270,19 +315,27 @@ class RedisSource(Source):
                 self._ready.extend((eid, f) for eid, f in claimed if f)
                 if cursor in (b"0-0", "0-0"):
                     break
+        # From here on, reads come as the reply holds them (see _raw_streams).
+        client.response_callbacks["XREADGROUP"] = _raw_streams
         self._client = client
 
-    def _batch(self, entries: Sequence[_Entry]) -> Sequence[Record]:
-        """``(id, fields)`` entries, as read from the stream or taken back, as one batch of
-        columns with a :class:`_Read` for all of them (the ids read when a record is made)."""
+    def _batch(
+        self, entries: Sequence[_Entry] | Sequence[_RawEntry], raw: bool
+    ) -> Sequence[Record]:
+        """Entries, as read from the stream (``raw``: as the reply holds them) or taken back
+        (``(id, fields)``), as one batch of columns with a :class:`_Read` for all of them
+        (the ids read when a record is made)."""
         if not entries:
             return []
-        payloads, keys, headers = _columns(entries)
+        if raw:
+            payloads, keys, headers = _raw_columns(cast(Sequence[_RawEntry], entries))
+        else:
+            payloads, keys, headers = _columns(cast(Sequence[_Entry], entries))
 
         def ids() -> list[bytes]:
             return list(map(_id_of, entries))
 
-        return RecordBatch(payloads, keys, headers, ids, _Read(self, self._epoch, entries))
+        return RecordBatch(payloads, keys, headers, ids, _Read(self, self._epoch, entries, raw))
 
     async def _call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """One command, retried with backoff while the server is unreachable (redis-py
@@ -314,7 +367,8 @@ class RedisSource(Source):
             if self._paused:
                 return []
             ready = self._ready
-            return self._batch([ready.popleft() for _ in range(min(max_records, len(ready)))])
+            taken = [ready.popleft() for _ in range(min(max_records, len(ready)))]
+            return self._batch(taken, raw=False)
         block = int(timeout_s * 1000) if timeout_s > 0 else None
         ids = list(self._to_ack)
 
@@ -335,8 +389,8 @@ class RedisSource(Source):
         if not reply:
             return []
         if len(reply) == 1:  # one stream read: its entries as they came
-            return self._batch(reply[0][1])
-        return self._batch([e for _, entries in reply for e in entries])
+            return self._batch(reply[0], raw=True)
+        return self._batch([e for entries in reply for e in entries], raw=True)
 
     def pause(self) -> None:
         self._paused = True

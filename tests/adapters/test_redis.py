@@ -196,6 +196,26 @@ async def test_a_read_is_a_batch_of_columns_settled_whole(harness: RedisHarness)
     assert await pending() == []
 
 
+async def test_foreign_entries_are_read_field_by_field(harness: RedisHarness) -> None:
+    """Entries another producer wrote (one field that is not ``p``, ``p`` among others) read
+    as records the general way, next to ours."""
+    await harness.client.xadd(harness.stream, {b"x": b"1"})
+    await harness.client.xadd(harness.stream, {b"x": b"2", b"p": b"two", b"k": b"key"})
+    await harness.client.xadd(harness.stream, {b"p": b"ours"})
+    src = await harness.new_source()
+    try:
+        got = await src.next_batch(10, timeout_s=1.0)
+        assert [r.out() for r in got] == [
+            OutRecord(b""),
+            OutRecord(b"two", b"key"),
+            OutRecord(b"ours"),
+        ]
+        await ack_all(got)
+    finally:
+        await src.stop()
+    assert (await harness.client.xpending(harness.stream, "g"))["pending"] == 0
+
+
 async def test_sink_trims_with_maxlen(harness: RedisHarness) -> None:
     sink = RedisSink(URL, harness.stream, maxlen=100, approximate=False)
     await sink.start()
