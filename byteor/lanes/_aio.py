@@ -48,7 +48,7 @@ import anyio.to_thread
 
 from byteor.lanes._errors import LaneClosed, LaneTimeout, MessageTooLarge, WouldBlock
 from byteor.lanes._platform import futex_wait, futex_wake
-from byteor.lanes._segment import _C_WAITS, _P_FULL_WAITS, _P_SLEEPING
+from byteor.lanes._segment import _C_WAITS, _P_FULL_WAITS, _P_SLEEPING, bump
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -248,7 +248,7 @@ class AsyncProducerMixin:
                 return
         if self._closed:
             raise LaneClosed(f"lane {self._seg.name!r}: this sender is closed")
-        self._q[self._seg.p + _P_FULL_WAITS] += 1
+        bump(self._q, self._seg.p + _P_FULL_WAITS)
         while True:
             budget = _next_call(deadline)
             if budget <= 0.0:
@@ -290,7 +290,7 @@ class AsyncProducerMixin:
                 await anyio.sleep(0)
                 continue
             if not counted:
-                self._q[self._seg.p + _P_FULL_WAITS] += 1
+                bump(self._q, self._seg.p + _P_FULL_WAITS)
                 counted = True
             budget = _next_call(deadline)
             if budget <= 0.0:
@@ -328,7 +328,7 @@ class AsyncConsumerMixin:
                 return self.receive_nowait()
             except WouldBlock:
                 pass
-        self._q[self._base + _C_WAITS] += 1
+        bump(self._q, self._base + _C_WAITS)
         while True:
             budget = _next_call(deadline)
             if budget <= 0.0:
@@ -356,7 +356,7 @@ class AsyncConsumerMixin:
             batch = _try_batch(self, max_count)
             if batch is not None:
                 return batch
-        self._q[self._base + _C_WAITS] += 1
+        bump(self._q, self._base + _C_WAITS)
         while True:
             budget = _next_call(deadline)
             if budget <= 0.0:

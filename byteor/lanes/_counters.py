@@ -47,7 +47,7 @@ from byteor.lanes._errors import (
     SegmentTruncated,
 )
 from byteor.lanes._platform import check_shared_memory_platform, pid_alive, process_start_time
-from byteor.lanes._segment import SHM_DIR, SHM_PREFIX, validate_name
+from byteor.lanes._segment import SHM_DIR, SHM_PREFIX, bump, validate_name
 
 __all__ = [
     "Counters",
@@ -214,9 +214,9 @@ class RowWriter:
         """Count one restart of this row's node and what it cost."""
         q = self._q
         b = self._b
-        q[b + _W_RESTARTS] += 1
-        q[b + _W_REDELIVERED] += redelivered
-        q[b + _W_DUPLICATES] += duplicates
+        bump(q, b + _W_RESTARTS)
+        bump(q, b + _W_REDELIVERED, redelivered)
+        bump(q, b + _W_DUPLICATES, duplicates)
 
 
 class Counters:

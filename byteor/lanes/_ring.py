@@ -72,6 +72,7 @@ from byteor.lanes._segment import (
     _P_SLEEPING,
     _P_START_TIME,
     Segment,
+    bump,
 )
 from byteor.lanes._wait import DEFAULT_WAIT, WaitStrategy
 
@@ -262,7 +263,7 @@ class Producer(AsyncProducerMixin):
         if ready():
             return True
         q = self._q
-        q[self._seg.p + _P_FULL_WAITS] += 1
+        bump(q, self._seg.p + _P_FULL_WAITS)
         seg = self._seg
         sleeping = seg.p + _P_SLEEPING
 
@@ -320,7 +321,7 @@ class Producer(AsyncProducerMixin):
     def send_nowait(self, data: BytesLike) -> None:
         """Publish one message or raise :class:`WouldBlock` if the lane is full."""
         if self._head >= self._limit and not self._refresh():
-            self._q[self._seg.p + _P_DROPS] += 1
+            bump(self._q, self._seg.p + _P_DROPS)
             raise WouldBlock(f"lane {self._seg.name!r} is full")
         self.send(data)
 
@@ -366,7 +367,7 @@ class Producer(AsyncProducerMixin):
             return 0
         room = self._room(min(len(items), self._cap - (self._head & self._mask)))
         if room <= 0:
-            self._q[self._seg.p + _P_DROPS] += 1
+            bump(self._q, self._seg.p + _P_DROPS)
             raise WouldBlock(f"lane {self._seg.name!r} is full")
         return self._publish_chunk(items, 0, min(room, len(items)))
 
@@ -644,7 +645,7 @@ class Consumer(AsyncConsumerMixin):
 
         if ready():
             return True
-        q[self._base + _C_WAITS] += 1
+        bump(q, self._base + _C_WAITS)
         buf = self._buf
         byte = self._sleep_byte
 
@@ -787,7 +788,7 @@ class Consumer(AsyncConsumerMixin):
                 # A writer killed mid-announcement writes nothing more.
                 oldest = q[self._pcur] - cap
             if t < oldest:
-                q[self._base + _C_LOST] += oldest - t
+                bump(q, self._base + _C_LOST, oldest - t)
                 t = oldest
                 if t >= published:
                     published = q[self._pcur]

@@ -55,6 +55,7 @@ __all__ = [
     "attach_segment",
     "unlink_segment",
     "validate_name",
+    "bump",
 ]
 
 SHM_DIR: Final = "/dev/shm"
@@ -84,6 +85,13 @@ _C_EPOCH: Final = L.ConsumerBlock.epoch.offset // 8
 
 _memory_segments: dict[str, Segment] = {}
 _memory_lock = threading.Lock()
+
+
+def bump(words: memoryview, index: int, n: int = 1) -> None:
+    """Add ``n`` to the statistics counter ``words[index]``, modulo 2**64: a counter never
+    gates anything, and a hostile or corrupt segment may hold any value in it (``+=`` would
+    raise ValueError at the top of the range)."""
+    words[index] = (words[index] + n) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def validate_name(name: str) -> None:
