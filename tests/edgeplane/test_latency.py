@@ -292,7 +292,13 @@ async def test_an_inline_run_times_every_record_it_writes(tmp_path: Path) -> Non
     summary = plane.summary()
     sink = summary["sinks"]["dst"]
     assert sink["records_out"] == n == sink["end_to_end"]["count"]
-    assert sink["write_latency"]["count"] == summary["sources"]["src"]["read_latency"]["count"]
+    # One timing per read and per write, each of at most a batch (32): a read's records may
+    # reach the sink split across writes, so the two counts need not be equal.
+    reads, writes_n = (
+        summary["sources"]["src"]["read_latency"]["count"],
+        sink["write_latency"]["count"],
+    )
+    assert reads >= -(-n // 32) and writes_n >= -(-n // 32)
     assert 0 < summary["end_to_end_p50_s"] <= summary["end_to_end_p99_s"] < 10
     assert out.read_bytes().count(b"\n") == n
 
