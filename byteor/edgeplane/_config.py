@@ -837,8 +837,7 @@ def environment_help() -> str:
     table is reflowed)."""
     width = max(len(o.env) for o in OPTIONS)
     lines = [
-        "environment (a flag given wins over its variable; --secret-env and --path add to "
-        "theirs):"
+        "environment (a flag given wins over its variable; --secret-env and --path add to theirs):"
     ]
     for o in OPTIONS:
         lines.append(f"  {o.env:<{width}}  {o.flag:<24} {o.help} (default {o.default})")

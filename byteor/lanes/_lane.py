@@ -123,8 +123,15 @@ def read_statistics(seg: Segment) -> LaneStatistics:
     published = q[p + _P_CURSOR]
     consumers = [
         ConsumerStatistics(
-            c.index, c.name, c.policy, c.position, max(0, published - c.position), c.lost,
-            c.waits, c.pid, c.attached,
+            c.index,
+            c.name,
+            c.policy,
+            c.position,
+            max(0, published - c.position),
+            c.lost,
+            c.waits,
+            c.pid,
+            c.attached,
         )
         for c in consumers
     ]
@@ -586,8 +593,7 @@ def create(
                 for a in after:
                     if a not in seen:
                         raise ConsumerError(
-                            f"consumer {cname!r} reads after {a!r}, which is not declared "
-                            "before it"
+                            f"consumer {cname!r} reads after {a!r}, which is not declared before it"
                         )
                     mask |= 1 << next(j for j, (n, _) in enumerate(declared) if n == a)
                 if mask and kind != "slots":

@@ -396,9 +396,7 @@ class Merge:
             if not self._live:
                 raise self._all_closed()
             if deadline is not None and time.monotonic() >= deadline:
-                raise LaneTimeout(
-                    f"no merged input ({len(self._live)} live) had a message in time"
-                )
+                raise LaneTimeout(f"no merged input ({len(self._live)} live) had a message in time")
             n += 1
             if n <= spins:
                 continue

@@ -111,9 +111,7 @@ def _barriers(spec: PipelineSpecV1) -> list[dict[str, Any]]:
         readers = by_lane.get(name, [])
         followed = {other for _, _, after in readers for other in after}
         gating = [
-            f"{r} {n}"
-            for r, n, _ in use.consumers
-            if not (lane.kind == "slots" and n in followed)
+            f"{r} {n}" for r, n, _ in use.consumers if not (lane.kind == "slots" and n in followed)
         ]
         if lane.policy == "overwrite":
             note = "never waits: readers that lag lose records and count them"

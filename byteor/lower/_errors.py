@@ -1,7 +1,7 @@
 """The lowering branch of the exception tree::
 
-    ByteorError
-    └── LowerError      byteor.lower: the plan cannot be lowered (``.findings`` says why)
+ByteorError
+└── LowerError      byteor.lower: the plan cannot be lowered (``.findings`` says why)
 """
 
 from __future__ import annotations

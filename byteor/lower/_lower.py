@@ -186,9 +186,7 @@ def lower_v2(
     return spec
 
 
-def _check_options(
-    plan: PipelinePlanV2, opts: LowerOptions, target: str
-) -> list[Finding]:
+def _check_options(plan: PipelinePlanV2, opts: LowerOptions, target: str) -> list[Finding]:
     out: list[Finding] = []
     if target not in ("auto", "single_ring", "lane_graph"):
         out.append(

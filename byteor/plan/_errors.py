@@ -1,8 +1,8 @@
 """The plan branch of the exception tree::
 
-    ByteorError
-    └── PlanError                  byteor.plan (a builder misuse, e.g. an unknown input)
-        └── PlanValidationError    the plan has error findings (``.findings`` lists them all)
+ByteorError
+└── PlanError                  byteor.plan (a builder misuse, e.g. an unknown input)
+    └── PlanValidationError    the plan has error findings (``.findings`` lists them all)
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ class _Loader:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.wrong(key, "a table (params = { topic = \"t\" })", value)
+            self.wrong(key, 'a table (params = { topic = "t" })', value)
             return {}
         try:
             return flatten_params(value)

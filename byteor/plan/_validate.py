@@ -177,7 +177,7 @@ def _inputs(
     merge: str | None,
 ) -> None:
     if not inputs:
-        add("PL305", f"{key}.inputs", f"{me!r} reads nothing: set `inputs = [\"<node>\"]`")
+        add("PL305", f"{key}.inputs", f'{me!r} reads nothing: set `inputs = ["<node>"]`')
     seen: set[str] = set()
     for item in inputs:
         if item in seen:

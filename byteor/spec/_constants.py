@@ -110,9 +110,7 @@ _DEFAULT_SHARED_CONSUMERS = 16
 
 def is_name(text: str) -> bool:
     """Whether ``text`` is a valid lane, stage, source, sink or process name."""
-    return (
-        NAME_RE.fullmatch(text) is not None and len(text.encode("utf-8")) <= MAX_NAME_BYTES
-    )
+    return NAME_RE.fullmatch(text) is not None and len(text.encode("utf-8")) <= MAX_NAME_BYTES
 
 
 def is_power_of_two(n: int) -> bool:

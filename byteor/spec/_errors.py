@@ -1,8 +1,8 @@
 """The spec branch of the exception tree::
 
-    ByteorError
-    └── SpecError                  byteor.spec
-        └── SpecValidationError    the input has error findings (``.findings`` lists them all)
+ByteorError
+└── SpecError                  byteor.spec
+    └── SpecValidationError    the input has error findings (``.findings`` lists them all)
 """
 
 from __future__ import annotations

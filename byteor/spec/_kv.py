@@ -133,9 +133,7 @@ def _too_large() -> Finding:
 
 
 def _binary(line: int) -> Finding:
-    return make(
-        "KV102", "", line, "input contains a NUL byte: this is a binary file, not a spec"
-    )
+    return make("KV102", "", line, "input contains a NUL byte: this is a binary file, not a spec")
 
 
 def _bad_char(value: str) -> str | None:
@@ -186,9 +184,7 @@ def parse_kv(source: str | bytes) -> KvDocument:
             )
             continue
         if not value:
-            out.add(
-                make("KV107", key, number, f"{key} has no value: give one, or remove the line")
-            )
+            out.add(make("KV107", key, number, f"{key} has no value: give one, or remove the line"))
             continue
         bad = _bad_char(value)
         if bad is not None:

@@ -219,9 +219,15 @@ class _Checker:
             policy_ok = self.enum(f"{p}.policy", lane.policy, LANE_POLICIES)
             self.enum(f"{p}.wait", lane.wait, WAIT_MODES)
             backing_ok = self.enum(f"{p}.backing", lane.backing, BACKINGS)
-            if kind_ok and policy_ok and lane.policy == "overwrite" and lane.kind not in (
-                "fanout",
-                "journal",
+            if (
+                kind_ok
+                and policy_ok
+                and lane.policy == "overwrite"
+                and lane.kind
+                not in (
+                    "fanout",
+                    "journal",
+                )
             ):
                 self.add(
                     "SP308",

@@ -70,6 +70,7 @@ class _ConfirmsEarly(MemorySink):
 
 class _Broken(MemoryHarness):
     arrive_s = 1.0
+
     def __init__(self, source_cls: type[MemorySource] = MemorySource) -> None:
         super().__init__()
         self.source_cls = source_cls

@@ -233,9 +233,7 @@ def test_diff(capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path) -> Non
 
 def test_compatibility(capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path) -> None:
     assert run(capsys, "compatibility", GRAPH, GRAPH)[0] == 0
-    bigger = write(
-        tmp_path, "b.spec", pathlib.Path(GRAPH).read_text().replace("4096", "8192")
-    )
+    bigger = write(tmp_path, "b.spec", pathlib.Path(GRAPH).read_text().replace("4096", "8192"))
     code, doc = run_json(capsys, "compatibility", GRAPH, bigger)
     assert code == 1 and doc["compatible"] is False
     assert [r["code"] for r in doc["reasons"]] == ["CP112"]  # type: ignore[union-attr]

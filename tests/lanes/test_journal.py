@@ -313,9 +313,7 @@ def test_tailing_reader_beside_a_durable_one(journal_make_lane: MakeJournal, jou
     assert written == 6 * cap
     assert tail_got[-1] == written - 1
     assert len(tail_got) + tail.lost == written
-    assert tail.lost == sum(
-        b - a - 1 for a, b in zip([-1, *tail_got], tail_got, strict=False)
-    )
+    assert tail.lost == sum(b - a - 1 for a, b in zip([-1, *tail_got], tail_got, strict=False))
     assert tail.lost > 0
     assert lane.statistics().consumers[0].lost == 0  # durable readers never lose
 

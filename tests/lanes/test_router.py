@@ -223,9 +223,7 @@ def test_round_robin_order_is_exact(core_make_lane) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_round_robin_order_does_not_depend_on_timing(core_make_lane, seed: int) -> None:
     rng = random.Random(seed)
-    contents = [
-        [f"{i}:{j}".encode() for j in range(rng.randrange(0, 300))] for i in range(4)
-    ]
+    contents = [[f"{i}:{j}".encode() for j in range(rng.randrange(0, 300))] for i in range(4)]
     txs, rxs = merged_lanes(core_make_lane, contents, capacity=4)
 
     def produce(tx: bl.Producer, items: list[bytes], rnd: random.Random) -> None:
@@ -332,8 +330,7 @@ def test_ready_returns_every_message_exactly_once(core_make_lane) -> None:
         tx.close()
 
     threads = [
-        threading.Thread(target=produce, args=(tx, c))
-        for tx, c in zip(txs, contents, strict=True)
+        threading.Thread(target=produce, args=(tx, c)) for tx, c in zip(txs, contents, strict=True)
     ]
     for t in threads:
         t.start()

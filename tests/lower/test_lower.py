@@ -46,7 +46,10 @@ def test_same_plan_lowers_to_both_targets(clicks_plan: P.PipelinePlanV2) -> None
     graph = L.lower_v2(clicks_plan, "lane_graph")
     assert graph.target == "lane_graph"
     assert {n: lane.kind for n, lane in graph.lanes.items()} == {
-        "gen": "events", "parse": "events", "enrich": "events", "count": "events"
+        "gen": "events",
+        "parse": "events",
+        "enrich": "events",
+        "count": "events",
     }
     assert S.validate_v1(graph) == []
     # the explicit single_ring also takes several sinks at the end of the chain
@@ -236,7 +239,9 @@ def test_a_single_ring_places_its_stages_like_a_lane_graph(clicks_plan: P.Pipeli
     opts = L.LowerOptions(placement="per_stage")
     ring = L.lower_v2(clicks_plan, "single_ring", opts)
     assert {n: st.process for n, st in ring.stages.items()} == {
-        "parse": "parse", "enrich": "enrich", "count": "count"
+        "parse": "parse",
+        "enrich": "enrich",
+        "count": "count",
     }
     assert S.validate_v1(ring) == []
     single = L.lower_v2(clicks_plan, "single_ring")

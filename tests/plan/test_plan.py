@@ -91,10 +91,16 @@ inputs = ["xx"]
 
 
 def test_missing_and_wrong_types() -> None:
-    text = 'version = 3\n[sources.a]\nparams = 5\n[stages.s]\ninputs = [1]\n'
+    text = "version = 3\n[sources.a]\nparams = 5\n[stages.s]\ninputs = [1]\n"
     got = {(f.code, f.key) for f in P.parse_plan_toml(text).findings}
-    assert {("PL202", "name"), ("PL202", "sources.a"), ("PL203", "sources.a.params"),
-            ("PL202", "stages.s"), ("PL203", "stages.s.inputs"), ("PL205", "version")} <= got
+    assert {
+        ("PL202", "name"),
+        ("PL202", "sources.a"),
+        ("PL203", "sources.a.params"),
+        ("PL202", "stages.s"),
+        ("PL203", "stages.s.inputs"),
+        ("PL205", "version"),
+    } <= got
     assert not any(code == "PL207" and key == "name" for code, key in got)
 
 
@@ -123,7 +129,10 @@ def test_builder_with_decorators() -> None:
     assert plan.stages[0].inputs == ("gen",) and plan.stages[0].process == "w1"
     assert plan.stages[1].inputs == ("upper",)
     assert plan.sources[0].params == {
-        "count": "10", "rate": "1.5", "tags": "a, b", "sasl.user": "u"
+        "count": "10",
+        "rate": "1.5",
+        "tags": "a, b",
+        "sasl.user": "u",
     }
     assert P.validate_plan_v2(plan) == []
 

@@ -6,8 +6,10 @@ import byteor.spec as S
 
 
 def test_identical_meaning_is_no_diff(graph_text: str) -> None:
-    noisy = "# c\n" + graph_text.replace("capacity = 4096", "capacity = 04096") + (
-        "lane.raw.policy = block\n"
+    noisy = (
+        "# c\n"
+        + graph_text.replace("capacity = 4096", "capacity = 04096")
+        + ("lane.raw.policy = block\n")
     )
     d = S.diff_specs(graph_text, noisy)
     assert d.equal and d.hash_a == d.hash_b

@@ -11,9 +11,26 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "byteor"
 
 IO_MODULES = {
-    "os", "io", "pathlib", "asyncio", "socket", "logging", "time", "threading",
-    "subprocess", "multiprocessing", "mmap", "shutil", "tempfile", "sys", "selectors",
-    "signal", "random", "importlib", "glob", "fcntl",
+    "os",
+    "io",
+    "pathlib",
+    "asyncio",
+    "socket",
+    "logging",
+    "time",
+    "threading",
+    "subprocess",
+    "multiprocessing",
+    "mmap",
+    "shutil",
+    "tempfile",
+    "sys",
+    "selectors",
+    "signal",
+    "random",
+    "importlib",
+    "glob",
+    "fcntl",
 }
 ALLOWED_OURS = {
     "spec": {"byteor.errors", "byteor.spec"},

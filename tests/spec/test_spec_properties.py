@@ -37,9 +37,9 @@ def chain_specs(draw: st.DrawFn) -> S.PipelineSpecV1:
         )
     params = st.dictionaries(
         st.from_regex(r"[a-z][a-z0-9_]{0,6}(\.[a-z]{1,4})?", fullmatch=True),
-        st.text(
-            alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1
-        ).map(str.strip).filter(bool),
+        st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1)
+        .map(str.strip)
+        .filter(bool),
         max_size=3,
     )
     stages = [
@@ -72,8 +72,10 @@ def _noisy(spec: S.PipelineSpecV1, rnd: random.Random) -> str:
             value = "+" + "0" * rnd.randint(0, 3) + value
         if value in ("events", "fanout", "journal") and rnd.random() < 0.3:
             value = value.upper()
-        lines.append(f"{' ' * rnd.randint(0, 2)}{key}{' ' * rnd.randint(0, 3)}="
-                     f"{' ' * rnd.randint(0, 3)}{value}{' ' * rnd.randint(0, 2)}")
+        lines.append(
+            f"{' ' * rnd.randint(0, 2)}{key}{' ' * rnd.randint(0, 3)}="
+            f"{' ' * rnd.randint(0, 3)}{value}{' ' * rnd.randint(0, 2)}"
+        )
         if rnd.random() < 0.2:
             lines.append("# a comment = with equals")
         if rnd.random() < 0.1:

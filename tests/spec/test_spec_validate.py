@@ -64,8 +64,12 @@ def test_missing_keys_point_at_the_entity() -> None:
 
 @pytest.mark.parametrize(
     ("value", "code", "hint"),
-    [("1000", "SP210", "use 512 or 1024"), ("1", "SP210", "use 2 or more"),
-     (str(1 << 25), "SP210", "at most"), ("lots", "SP203", "whole number")],
+    [
+        ("1000", "SP210", "use 512 or 1024"),
+        ("1", "SP210", "use 2 or more"),
+        (str(1 << 25), "SP210", "at most"),
+        ("lots", "SP203", "whole number"),
+    ],
 )
 def test_capacity(value: str, code: str, hint: str) -> None:
     f = only(BASE.replace("capacity = 64", f"capacity = {value}"), code)
