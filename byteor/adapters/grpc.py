@@ -76,6 +76,7 @@ import grpc
 import grpc.aio
 
 from byteor.adapters._backoff import Backoff, retry
+from byteor.adapters._columns import Chunk, batch_or_records, take_runs
 from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
 from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
 from byteor.adapters._errors import (
@@ -586,47 +587,8 @@ class _GrpcBatch(RecordBatch):
         return make_records(rows, GrpcRecord)
 
 
-class _Chunk:
-    """The records of one request message not handed out yet, as columns (no object per
-    record until :meth:`GrpcSource._take` makes the Record): ``keys`` and ``headers`` are
-    None when no record has any."""
-
-    __slots__ = ("at", "headers", "ids", "keys", "payloads", "stream")
-
-    def __init__(
-        self,
-        stream: _Stream,
-        ids: list[int],
-        payloads: list[bytes],
-        keys: list[bytes | None] | None,
-        headers: list[Headers] | None,
-    ) -> None:
-        self.stream, self.ids, self.payloads = stream, ids, payloads
-        self.keys, self.headers = keys, headers
-        self.at = 0  # the first not handed out
-
-    @property
-    def left(self) -> int:
-        return len(self.ids) - self.at
-
-
-def _extend(
-    run: _Chunk,
-    ids: list[int],
-    payloads: list[bytes],
-    keys: list[bytes | None] | None,
-    headers: list[Headers] | None,
-) -> None:
-    """Append the columns of a stream's next message to ``run`` (new lists: a chunk's own
-    columns may be in a batch already)."""
-    n, m = len(run.ids), len(ids)
-    run.ids = run.ids + ids
-    run.payloads = run.payloads + payloads
-    if keys is not None or run.keys is not None:
-        run.keys = (run.keys or [None] * n) + (keys or [None] * m)
-    if headers is not None or run.headers is not None:
-        none: list[Headers] = [()]
-        run.headers = (run.headers or none * n) + (headers or none * m)
+def _dead(stream: _Stream) -> bool:
+    return stream.dead
 
 
 class GrpcSource(Source):
@@ -650,7 +612,7 @@ class GrpcSource(Source):
         self._grace_s = grace_s
         self._server: grpc.aio.Server | None = None
         self._port = 0
-        self._queue: deque[_Chunk] = deque()
+        self._queue: deque[Chunk[_Stream, int]] = deque()  # a request message a chunk
         self._streams: set[_Stream] = set()
         self._numbers = itertools.count(1)
         self._changed = asyncio.Event()
@@ -725,46 +687,17 @@ class GrpcSource(Source):
     # -- handing out
 
     def _take(self, max_records: int) -> Sequence[Record]:
-        """Up to ``max_records`` records, as the columns of the :class:`_Chunk` objects they
-        came in: one :class:`_GrpcBatch` when they are all of one stream (the common case:
-        one request message, columns as received, no object per record), else the records of
-        a batch per run of one stream's messages."""
-        runs: list[_Chunk] = []  # the columns taken, one per run of a stream's messages
-        queue = self._queue
-        want = max_records
-        while queue and want > 0:
-            chunk = queue[0]
-            if chunk.stream.dead:
-                queue.popleft()
-                continue
-            a = chunk.at
-            n = len(chunk.ids)
-            b = min(n, a + want)
-            if a == 0 and b == n:  # the whole message, the common case: no slices
-                queue.popleft()
-                ids, payloads = chunk.ids, chunk.payloads
-                keys, headers = chunk.keys, chunk.headers
-            else:
-                chunk.at = b
-                if b == n:
-                    queue.popleft()
-                ids, payloads = chunk.ids[a:b], chunk.payloads[a:b]
-                keys = None if chunk.keys is None else chunk.keys[a:b]
-                headers = None if chunk.headers is None else chunk.headers[a:b]
-            if runs and runs[-1].stream is chunk.stream:
-                _extend(runs[-1], ids, payloads, keys, headers)
-            else:
-                runs.append(_Chunk(chunk.stream, ids, payloads, keys, headers))
-            want -= b - a
-        batches = [
-            _GrpcBatch(_Taken(r.stream, r.ids), r.ids, r.payloads, r.keys, r.headers) for r in runs
-        ]
-        if len(batches) == 1:
-            return batches[0]
-        out: list[Record] = []
-        for batch in batches:
-            out += batch.records()
-        return out
+        """Up to ``max_records`` records, as the columns of the chunks they came in
+        (:func:`~._columns.take_runs`): one :class:`_GrpcBatch` when they are all of one stream
+        (the common case: one request message, columns as received, no object per record),
+        else the records of a batch per run of one stream's messages."""
+        runs = take_runs(self._queue, max_records, _dead)
+        return batch_or_records(
+            [
+                _GrpcBatch(_Taken(r.origin, r.ids), r.ids, r.payloads, r.keys, r.headers)
+                for r in runs
+            ]
+        )
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
         """A :class:`RecordBatch` of what one stream sent (a list of records when what is
@@ -840,7 +773,7 @@ class GrpcSource(Source):
             self._streams.discard(stream)
             if not stream.stopping:
                 # Not handed out yet: the client sends them again, drop them here.
-                self._queue = deque(c for c in self._queue if c.stream is not stream)
+                self._queue = deque(c for c in self._queue if c.origin is not stream)
             if not self._streams:
                 self._gone.set()
 
@@ -917,7 +850,7 @@ class GrpcSource(Source):
         stream.last_id = ids[-1]
         stream.window += ids
         stream.outstanding += n
-        self._queue.append(_Chunk(stream, ids, payloads, keys, headers))
+        self._queue.append(Chunk(stream, ids, payloads, keys, headers))
         self._changed.set()
         return None
 

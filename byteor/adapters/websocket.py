@@ -94,6 +94,7 @@ from websockets.http11 import Request, Response
 from websockets.uri import parse_uri
 
 from byteor.adapters._backoff import Backoff, retry
+from byteor.adapters._columns import Chunk, batch_or_records, take_runs
 from byteor.adapters._config import ConfigField, ConfigSchema, ConfigValue
 from byteor.adapters._contract import Adapter, Capabilities, Health, Sink, Source
 from byteor.adapters._errors import (
@@ -254,32 +255,6 @@ class _Conn:
         self.peak = 0
 
 
-class _Chunk:
-    """The records of one admitted message not handed out yet, as columns (no object per
-    record until a batch's record is read): ``keys`` and ``headers`` are None when no record
-    has any; ``seq`` is the first record's sequence number (its ``position``), ``at`` the
-    first not handed out."""
-
-    __slots__ = ("conn", "ids", "payloads", "keys", "headers", "seq", "at")
-
-    def __init__(
-        self,
-        conn: _Conn,
-        ids: list[str],
-        payloads: list[bytes],
-        keys: list[bytes | None] | None,
-        headers: list[Headers] | None,
-        seq: int,
-    ) -> None:
-        self.conn, self.ids, self.payloads = conn, ids, payloads
-        self.keys, self.headers = keys, headers
-        self.seq, self.at = seq, 0
-
-    @property
-    def left(self) -> int:
-        return len(self.ids) - self.at
-
-
 class _EntryAck(Ack):
     """Settling tells the source which connection to answer (no I/O: a plain ``settled``)."""
 
@@ -406,25 +381,6 @@ def _each(objs: list[Any]) -> _Columns:
     return ids, payloads, keys, headers
 
 
-def _extend(
-    run: _Chunk,
-    ids: list[str],
-    payloads: list[bytes],
-    keys: list[bytes | None] | None,
-    headers: list[Headers] | None,
-) -> None:
-    """Append one message's columns to ``run``'s (copies: a message's own lists stay as
-    received)."""
-    n = len(run.ids)
-    run.ids = run.ids + ids
-    run.payloads = run.payloads + payloads
-    if keys is not None or run.keys is not None:
-        run.keys = (run.keys or [None] * n) + (keys or [None] * len(ids))
-    if headers is not None or run.headers is not None:
-        empty: Headers = ()
-        run.headers = (run.headers or [empty] * n) + (headers or [empty] * len(ids))
-
-
 class WebSocketSource(Source):
     """The ingest server (see the module docstring for the protocol)."""
 
@@ -467,7 +423,7 @@ class WebSocketSource(Source):
         )
         self._server: Server | None = None
         self._port = 0
-        self._queue: deque[_Chunk] = deque()
+        self._queue: deque[Chunk[_Conn, str]] = deque()
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -582,45 +538,19 @@ class WebSocketSource(Source):
         :class:`RecordBatch` when they are all of one connection (the common case: no object
         per record until one is read), else the records of a batch per run of one
         connection's messages."""
-        runs: list[_Chunk] = []  # the columns taken, one per run of a connection's messages
-        queue = self._queue
-        want = max_records
-        while queue and want > 0:
-            chunk = queue[0]
-            a, n = chunk.at, len(chunk.ids)
-            b = min(n, a + want)
-            if a == 0 and b == n:  # the whole message, the common case: no slices
-                queue.popleft()
-                ids, payloads, keys, headers = chunk.ids, chunk.payloads, chunk.keys, chunk.headers
-            else:
-                chunk.at = b
-                if b == n:
-                    queue.popleft()
-                ids, payloads = chunk.ids[a:b], chunk.payloads[a:b]
-                keys = None if chunk.keys is None else chunk.keys[a:b]
-                headers = None if chunk.headers is None else chunk.headers[a:b]
-            if runs and runs[-1].conn is chunk.conn:  # its next message: sequence numbers run on
-                _extend(runs[-1], ids, payloads, keys, headers)
-            else:
-                runs.append(_Chunk(chunk.conn, ids, payloads, keys, headers, chunk.seq + a))
-            want -= b - a
         epoch = self._epoch
-        batches = [
-            RecordBatch(
-                r.payloads,
-                r.keys,
-                r.headers,
-                range(r.seq, r.seq + len(r.ids)),
-                _Taken(self, r.conn, epoch, r.ids, r.seq),
-            )
-            for r in runs
-        ]
-        if len(batches) == 1:
-            return batches[0]
-        out: list[Record] = []
-        for batch in batches:
-            out += batch.records()
-        return out
+        return batch_or_records(
+            [
+                RecordBatch(
+                    r.payloads,
+                    r.keys,
+                    r.headers,
+                    range(r.seq, r.seq + len(r.ids)),
+                    _Taken(self, r.origin, epoch, r.ids, r.seq),
+                )
+                for r in take_runs(self._queue, max_records)
+            ]
+        )
 
     async def next_batch(self, max_records: int, timeout_s: float = 0.0) -> Sequence[Record]:
         """A :class:`RecordBatch` of what one connection sent (a list of records when what is
@@ -723,8 +653,8 @@ class WebSocketSource(Source):
         """A closed connection's records not yet handed out: its client sends them again."""
         if not self._queue or self._closing:
             return
-        kept = deque(c for c in self._queue if c.conn is not conn)
-        dropped = sum(c.left for c in self._queue if c.conn is conn)
+        kept = deque(c for c in self._queue if c.origin is not conn)
+        dropped = sum(c.left for c in self._queue if c.origin is conn)
         if dropped:
             self._queue = kept
             self._used -= dropped
@@ -784,7 +714,7 @@ class WebSocketSource(Source):
                 f"this connection has {len(conn.ids)} records unanswered; at most "
                 f"{self._max_in_flight} (max_in_flight)",
             )
-        self._queue.append(_Chunk(conn, ids, payloads, keys, headers, self._seq))
+        self._queue.append(Chunk(conn, ids, payloads, keys, headers, self._seq))
         self._seq += n
         conn.ids.update(ids)
         conn.peak = max(conn.peak, len(conn.ids))
