@@ -96,7 +96,6 @@ from byteor.adapters._record import (
     Record,
     RecordBatch,
     Settler,
-    make_records,
 )
 from byteor.spec import Delivery
 
@@ -545,8 +544,9 @@ class _GrpcBatch(RecordBatch):
     arrived in (a :class:`RecordBatch` with one :class:`_Taken`); ``positions`` are
     :class:`GrpcPosition` objects, made when first read. Its records, when made, are
     :class:`GrpcRecord` objects holding their id in the position slot (one object a record,
-    as without a batch), so this class makes them instead of RecordBatch's LazyAckRecords."""
+    as without a batch)."""
 
+    record_class = GrpcRecord
     __slots__ = ("_ids",)
 
     def __init__(
@@ -565,26 +565,8 @@ class _GrpcBatch(RecordBatch):
         super().__init__(payloads, keys, headers, positions, taken)
         self._ids = ids
 
-    def _make(self, i: int) -> Record:
-        keys, headers = self.keys, self.headers
-        return GrpcRecord(
-            self.payloads[i],
-            None if keys is None else keys[i],
-            () if headers is None else headers[i],
-            self._ids[i],  # the position slot: an int until read (GrpcRecord)
-            self._ack(),  # type: ignore[arg-type]
-        )
-
-    def _make_all(self) -> list[Record]:
-        keys, headers = self.keys, self.headers
-        rows = zip(
-            self.payloads,
-            itertools.repeat(None) if keys is None else keys,
-            itertools.repeat(()) if headers is None else headers,
-            self._ids,
-            itertools.repeat(self._ack()),
-        )
-        return make_records(rows, GrpcRecord)
+    def slot_positions(self) -> list[int]:
+        return self._ids  # a GrpcRecord's position slot: its id, until read
 
 
 def _dead(stream: _Stream) -> bool:

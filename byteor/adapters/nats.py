@@ -60,7 +60,6 @@ import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
@@ -91,7 +90,6 @@ from byteor.adapters._record import (
     Record,
     RecordBatch,
     Settler,
-    make_records,
 )
 from byteor.spec import Delivery
 
@@ -667,9 +665,9 @@ class _NatsBatch(RecordBatch):
     """The messages of one fetch as columns (a :class:`RecordBatch` with one
     :class:`_Fetch`); ``positions`` are the stream sequences, parsed from the ack subjects
     when first read. Its records, when made, are :class:`_NatsRecord` objects holding their
-    ack subject in the position slot, as without a batch (what their handle needs), so this
-    class makes them instead of RecordBatch's LazyAckRecords."""
+    ack subject in the position slot, as without a batch (what their handle needs)."""
 
+    record_class = _NatsRecord
     __slots__ = ()
 
     def __init__(
@@ -686,29 +684,8 @@ class _NatsBatch(RecordBatch):
 
         super().__init__(payloads, keys, headers, positions, fetch)
 
-    def _replies(self) -> list[str]:
-        return cast(_Fetch, self.settler).replies
-
-    def _make(self, i: int) -> Record:
-        keys, headers = self.keys, self.headers
-        return _NatsRecord(
-            self.payloads[i],
-            None if keys is None else keys[i],
-            () if headers is None else headers[i],
-            self._replies()[i],
-            self._ack(),  # type: ignore[arg-type]
-        )
-
-    def _make_all(self) -> list[Record]:
-        keys, headers = self.keys, self.headers
-        rows = zip(
-            self.payloads,
-            repeat(None) if keys is None else keys,
-            repeat(()) if headers is None else headers,
-            self._replies(),
-            repeat(self._ack()),
-        )
-        return make_records(rows, _NatsRecord)
+    def slot_positions(self) -> list[str]:
+        return cast(_Fetch, self.settler).replies  # a _NatsRecord's position slot
 
 
 class JetStreamSource(Source):

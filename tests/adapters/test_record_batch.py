@@ -158,3 +158,37 @@ async def test_a_batch_with_a_record_settled_on_its_own_settles_none(by_hand: bo
     assert [r.ack.state for r in batch] == ["acked"] * 4 and ledger.made == [12] * by_hand
     with pytest.raises(AckError):
         await ack_all(batch)
+
+
+class _Tagged(LazyAckRecord):
+    """A source's own record: its slot holds a tag, the position is made when read."""
+
+    __slots__ = ()
+
+    @property
+    def position(self) -> object:
+        return ("at", vars(Record)["position"].__get__(self))
+
+
+class _TaggedBatch(RecordBatch):
+    record_class = _Tagged
+    __slots__ = ()
+
+    def slot_positions(self) -> list[str]:
+        return ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_record_class_and_slot_positions_make_the_records(whole: bool) -> None:
+    calls: list[int] = []
+
+    def positions() -> list[int]:
+        calls.append(1)
+        return [0, 1, 2]
+
+    batch = _TaggedBatch([b"0", b"1", b"2"], None, None, positions, _Ledger())
+    got = batch.records() if whole else [batch[2], batch[0], batch[1]]
+    assert {type(r) for r in got} == {_Tagged}
+    want = ["a", "b", "c"] if whole else ["c", "a", "b"]
+    assert [r.position for r in got] == [("at", w) for w in want]
+    assert calls == []  # the batch's own positions were never needed
