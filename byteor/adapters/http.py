@@ -75,7 +75,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from hashlib import blake2b as _blake2b
 from itertools import repeat
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
@@ -97,9 +96,6 @@ from byteor.adapters._errors import (
     AdapterNotFound,
     AdapterUnreachable,
     map_errors,
-)
-from byteor.adapters._jsonrecord import (
-    _PERSON as _KEY_PERSON,
 )
 from byteor.adapters._jsonrecord import (
     BINARY_ONLY,
@@ -200,17 +196,6 @@ def encode_batch(
         return b""
     texts.append("")  # the last line's newline
     return "\n".join(texts).encode()
-
-
-def _plain_key(rec: OutRecord) -> str:
-    """:func:`idempotency_key` of ``rec``, hashed in one call when it has no key and no
-    headers (the same bytes in the same order: the payload's length, the payload, no key)."""
-    if rec.key is not None or rec.headers:
-        return idempotency_key(rec)
-    p = rec.payload
-    return _blake2b(
-        len(p).to_bytes(8, "big") + p + b"\x00", digest_size=16, person=_KEY_PERSON
-    ).hexdigest()
 
 
 class _BadBatch(ValueError):
@@ -1172,7 +1157,7 @@ class HttpSink(Sink):
             raise
 
     async def _send_batch(self, records: Sequence[OutRecord]) -> None:
-        keys = list(map(_plain_key, records))
+        keys = list(map(idempotency_key, records))
         todo: list[int] | None = None  # indices to send again; None: all
         ctype = _CONTENT_TYPE[self._format].encode()
 
