@@ -907,10 +907,6 @@ class Consumer(AsyncConsumerMixin):
             src = bytes(self._buf[start : start + count * slot])
             start = 0
         offsets = range(start, start + count * slot, slot)
-        if copy or count < _GC_QUIET_VIEWS:
-            if equal:
-                return [src[o : o + longest] for o in offsets]
-            return [src[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
         # A view is a GC-tracked object: making a batch of them crosses the collector's
         # threshold while the caller still holds the previous batch, so a young collection
         # walks (and promotes) both, and the promoted views later cost older collections too.
@@ -918,14 +914,15 @@ class Consumer(AsyncConsumerMixin):
         # previous batch, and nothing is walked (64 B, receive and check: ~200 -> ~145 ns a
         # message on average here). Only the list's making is paused, never a wait, and the
         # collector is left as it was found.
-        enabled = gc.isenabled()
-        gc.disable()
+        quiet = not copy and count >= _GC_QUIET_VIEWS and gc.isenabled()
+        if quiet:
+            gc.disable()
         try:
             if equal:
                 return [src[o : o + longest] for o in offsets]
             return [src[o : o + m] for o, m in zip(offsets, lengths, strict=True)]
         finally:
-            if enabled:
+            if quiet:
                 gc.enable()
 
     def receive_batch_nowait(
