@@ -45,11 +45,12 @@ the whole run (each restart zeroes the rows and the admission rings)::
       520  reserved     7 x u64
       576  ring         ring_slots x (first ingress sequence u64, CLOCK_MONOTONIC ns u64)
     histogram (256 bytes, 32 words)
-      word 0  count      observations (end to end: records; adapter: reads or writes)
-      word 1  sum_ns     their sum in nanoseconds
-      word 2  beyond     end to end: records whose admission had left the source's ring
-      words 3 ..         one count per bucket (not cumulative): bucket b counts values
-                         <= LATENCY_BOUNDS_NS[b], the last one everything above
+      word 0  sum_ns     the observations' sum in nanoseconds (end to end: one observation a
+                         record; adapter: one a read or a write)
+      word 1  beyond     end to end: records whose admission had left the source's ring
+      words 2 ..         one count per bucket (not cumulative): bucket b counts values
+                         <= LATENCY_BOUNDS_NS[b], the last one everything above (their sum
+                         is the count of observations)
       the rest           reserved
 
 Each row and each block has one writer at a time (the process running the node). Words are
@@ -168,10 +169,9 @@ _B_ADAPTER: Final = _HIST_WORDS
 _B_RING_HEAD: Final = 2 * _HIST_WORDS
 _B_RING: Final = _B_RING_HEAD + 8
 # histogram: word offsets
-_H_COUNT: Final = 0
-_H_SUM: Final = 1
-_H_BEYOND: Final = 2
-_H_BUCKET: Final = 3
+_H_SUM: Final = 0
+_H_BEYOND: Final = 1
+_H_BUCKET: Final = 2
 assert _H_BUCKET + _BUCKETS <= _HIST_WORDS
 
 
@@ -314,7 +314,6 @@ class Histogram:
         ns = max(ns, 0)
         q[at + _H_BUCKET + bisect_left(LATENCY_BOUNDS_NS, ns)] += weight
         q[at + _H_SUM] += ns * weight
-        q[at + _H_COUNT] += weight
 
     def beyond(self, weight: int) -> None:
         """Count ``weight`` records whose admission time is gone (not guessed)."""
