@@ -217,14 +217,6 @@ def check_landed(landed: Landed, expected: int, where: str) -> None:
 # -- the two pipelines ----------------------------------------------------------------------
 
 
-@dataclass
-class Names:
-    """A run's own topic/stream/table names (fresh per run)."""
-
-    tag: str
-    values: dict[str, str]
-
-
 class Pipeline:
     """One pipeline's servers: set-up, pre-fill, the watcher, read-back, the plan, the
     hand loop."""
@@ -342,8 +334,9 @@ class KafkaNats(Pipeline):
             await producer.stop()
         return ends
 
-    async def settled(self, names: dict[str, str], ends: Any) -> bool:
-        # A consumer of the group that never joins it: committed() is an OffsetFetch.
+    async def _committed(self, names: dict[str, str], part: int) -> int | None:
+        """The group's committed offset of ``part``, from a consumer of the group that never
+        joins it (committed() is an OffsetFetch), started on first use per group."""
         if self._watcher is None or self._watcher[0] != names["group"]:
             await self._stop_watcher()
             watcher = AIOKafkaConsumer(
@@ -351,19 +344,19 @@ class KafkaNats(Pipeline):
             )
             await watcher.start()
             self._watcher = (names["group"], watcher)
-        consumer = self._watcher[1]
+        got: int | None = await self._watcher[1].committed(TopicPartition(names["topic"], part))
+        return got
+
+    async def settled(self, names: dict[str, str], ends: Any) -> bool:
         for part, end in ends.items():
-            got = await consumer.committed(TopicPartition(names["topic"], part))
+            got = await self._committed(names, part)
             if got is None or got < end:
                 return False
         return True
 
     async def flowing(self, names: dict[str, str], ends: Any) -> bool:
-        await self.settled(names, {p: 1 for p in ends})  # starts the watcher
-        assert self._watcher is not None
         for part in ends:
-            got = await self._watcher[1].committed(TopicPartition(names["topic"], part))
-            if got:
+            if await self._committed(names, part):
                 return True
         return False
 
@@ -522,19 +515,20 @@ class RedisPg(Pipeline):
             last = (await pipe.execute())[-1]
         return last
 
-    async def settled(self, names: dict[str, str], ends: Any) -> bool:
+    async def _group(self, names: dict[str, str]) -> Any:
+        """The group's ``XINFO GROUPS`` entry (pending count, last delivered id)."""
         groups: Any = await self._r().xinfo_groups(names["stream"])
-        g = next(g for g in groups if g["name"] == self.group.encode())
+        return next(g for g in groups if g["name"] == self.group.encode())
+
+    async def settled(self, names: dict[str, str], ends: Any) -> bool:
+        g = await self._group(names)
         return bool(g["pending"] == 0 and g["last-delivered-id"] == ends)
 
     async def flowing(self, names: dict[str, str], ends: Any) -> bool:
-        groups: Any = await self._r().xinfo_groups(names["stream"])
-        g = next(g for g in groups if g["name"] == self.group.encode())
-        return bool(g["last-delivered-id"] != b"0-0")
+        return bool((await self._group(names))["last-delivered-id"] != b"0-0")
 
     async def pending(self, names: dict[str, str]) -> int:
-        groups: Any = await self._r().xinfo_groups(names["stream"])
-        return int(next(g for g in groups if g["name"] == self.group.encode())["pending"])
+        return int((await self._group(names))["pending"])
 
     async def read_back(self, names: dict[str, str]) -> Landed:
         rows = await (await self._conn()).fetch(
@@ -604,9 +598,11 @@ class RedisPg(Pipeline):
 
 
 PIPELINES: dict[str, type[Pipeline]] = {"kafka_nats": KafkaNats, "redis_pg": RedisPg}
-PROBES = {"kafka_nats": ("127.0.0.1:9092", "127.0.0.1:4222"), "redis_pg": ("127.0.0.1:6379",)}
-PROBES["rss_sink_stopped"] = PROBES["redis_pg"] + ("127.0.0.1:5432",)
-PROBES["redis_pg"] += ("127.0.0.1:5432",)
+PROBES = {
+    "kafka_nats": ("127.0.0.1:9092", "127.0.0.1:4222"),
+    "redis_pg": ("127.0.0.1:6379", "127.0.0.1:5432"),
+    "rss_sink_stopped": ("127.0.0.1:6379", "127.0.0.1:5432"),
+}
 
 
 # -- processes: launching, stopping, their memory and CPU ----------------------------------
@@ -1168,14 +1164,19 @@ def _table(results: Sequence[dict[str, Any]], rounds: int, machine: str) -> str:
 
 def _command(args: argparse.Namespace) -> str:
     parts = ["byteor", "bench", "edgeplane"]
-    for flag in ("only", "records", "repeat", "latency_seconds", "latency_rate"):
+    for flag in (
+        "only",
+        "records",
+        "repeat",
+        "latency_seconds",
+        "latency_rate",
+        "hold_seconds",
+        "rss_records",
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             value = ",".join(value) if isinstance(value, list) else str(value)
             parts += [f"--{flag.replace('_', '-')}", value]
-    for flag in ("hold_seconds", "rss_records"):
-        if getattr(args, flag, None) is not None:
-            parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return command_line(parts, args)
 
 
