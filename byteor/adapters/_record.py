@@ -608,32 +608,17 @@ class RecordBatch(Sequence[Record]):
         )
 
     def _make_all(self) -> list[Record]:
-        """Every record, none made before: filled as :func:`make_records` fills them (one
-        ack handle for all, rows of four: a few percent less than make_records' rows)."""
-        keys, headers, ack = self.keys, self.headers, self._ack()
+        """Every record, none made before, by :func:`make_records` (one ack handle for all)."""
+        keys, headers = self.keys, self.headers
         rows = zip(
             self.payloads,
             repeat(None) if keys is None else keys,
             repeat(()) if headers is None else headers,
             self.slot_positions(),
-            strict=False,  # a column of None / () is a repeat
+            repeat(self._ack()),
+            strict=False,  # a column of None / () and the handle are repeats
         )
-        cls = self.record_class
-        blank = record_blank(cls)
-        if blank is None:  # pragma: no cover - an interpreter that refuses the class change
-            return [cls(p, k, h, q, ack) for p, k, h, q in rows]  # type: ignore[arg-type]
-        out: list[Record] = []
-        append = out.append
-        for payload, key, header, position in rows:
-            r = blank()
-            r.payload = payload
-            r.key = key
-            r.headers = header
-            r.position = position
-            r.ack = ack
-            r.__class__ = cls
-            append(r)
-        return out
+        return make_records(rows, self.record_class)
 
     async def _settle(self, state: AckState, ok: bool) -> None:
         """The whole batch settles: at most one look at each record made (none made: O(1)),
