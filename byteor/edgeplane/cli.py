@@ -22,6 +22,7 @@ from typing import Any, Literal, NoReturn
 from byteor import __version__
 from byteor.cli.common import (
     CliError,
+    add_json_flag,
     check_adapters,
     declared,
     findings_json,
@@ -109,7 +110,7 @@ def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
         help=f"most records an edge or stage moves at a time (default {DEFAULT_BATCH})",
     )
     add_option_arguments(p)
-    _json(p)
+    add_json_flag(p)
     p.set_defaults(handler=run_command)
 
     p = sub.add_parser(
@@ -126,7 +127,7 @@ def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
     _secret_env(p)
     add_path_argument(p)
     _target(p)
-    _json(p)
+    add_json_flag(p)
     p.set_defaults(handler=_validate)
 
     p = sub.add_parser(
@@ -138,7 +139,7 @@ def build_parser(json_output: bool = False) -> argparse.ArgumentParser:
     _secret_env(p)
     add_path_argument(p)
     _target(p)
-    _json(p)
+    add_json_flag(p)
     p.set_defaults(handler=_describe)
     return parser
 
@@ -150,10 +151,6 @@ def _target(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="target a plan is lowered to (default: auto)",
     )
-
-
-def _json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _secret_env(p: argparse.ArgumentParser) -> None:
