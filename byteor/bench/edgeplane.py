@@ -970,6 +970,12 @@ async def _bounded(aw: Awaitable[dict[str, Any]], timeout_s: float) -> dict[str,
         raise BenchFailure(f"did not finish within {timeout_s:.0f} s (a hang)") from None
 
 
+def _failed(doc: dict[str, Any], exc: Exception) -> None:
+    """Mark the case of ``doc`` failed by ``exc``, and say so."""
+    doc["status"], doc["detail"] = "failed", f"{type(exc).__name__}: {exc}"
+    say(f"  FAILED: {doc['detail']}")
+
+
 async def _pipeline_case(
     pipe: Pipeline,
     *,
@@ -1035,8 +1041,7 @@ async def _pipeline_case(
                 say(f"  {got['latency_ms']}")
                 doc["latency"][side] = got
     except Exception as exc:  # a client library's error fails the case, not the benchmark
-        doc["status"], doc["detail"] = "failed", f"{type(exc).__name__}: {exc}"
-        say(f"  FAILED: {doc['detail']}")
+        _failed(doc, exc)
     return doc
 
 
@@ -1070,8 +1075,7 @@ async def run_benchmark(
                     )
                 )
             except Exception as exc:  # as in _pipeline_case
-                doc["status"], doc["detail"] = "failed", f"{type(exc).__name__}: {exc}"
-                say(f"  FAILED: {doc['detail']}")
+                _failed(doc, exc)
             out.append(doc)
             continue
         pipe = PIPELINES[name]()
