@@ -703,16 +703,20 @@ class PostgresSource(Source):
             and order[0] is fetched
         ):
             # the common case: a whole read settled at once (ack_all), oldest first — no
-            # record settles twice, so these are all its rows, and the cursor moves over
-            # them without a set
-            order.popleft()
-            last = rows[-1]
-            self._committed = (last[1], last[2])
-            if not self._acked:
-                return
-        else:
-            self._acked.update(cast(int, r.position) for r in records)
+            # record settles twice, so these are all its rows
+            self._pass_oldest(fetched)
+            return
+        self._acked.update(cast(int, r.position) for r in records)
         self._advance()
+
+    def _pass_oldest(self, fetched: _Fetched) -> None:
+        """The oldest read, ``fetched``, acked whole with none of its rows settled before:
+        the cursor moves over it without a set."""
+        self._order.popleft()
+        last = cast(Sequence[Any], fetched.rows)[-1]
+        self._committed = (last[1], last[2])
+        if self._acked:
+            self._advance()
 
     def _settle_batch(self, fetched: _Fetched, batch: RecordBatch, ok: bool) -> None:
         """The whole batch ``fetched`` handed out settled (``ack_all`` / ``nack_all`` of it):
@@ -723,12 +727,7 @@ class PostgresSource(Source):
         if rows is None:  # nacked rows handed out again: their ids are the positions
             ids = cast(list[int], batch.positions)
         elif ok and not fetched.done and self._order and self._order[0] is fetched:
-            # the common case: the oldest read settled whole — the cursor moves over it
-            self._order.popleft()
-            last = rows[-1]
-            self._committed = (last[1], last[2])
-            if self._acked:
-                self._advance()
+            self._pass_oldest(fetched)  # the common case: the oldest read settled whole
             return
         else:
             ids = [row[2] for row in rows]
