@@ -390,8 +390,8 @@ class _Link:
         except Exception as exc:
             await nc.close()
             cause = self.last_error if isinstance(exc, nerr.NoServersError) else exc
-            if _is_refusal(cause) or self.refused is not None:
-                refusal = cause if _is_refusal(cause) else self.refused
+            refusal = cause if _is_refusal(cause) else self.refused
+            if refusal is not None:
                 raise AdapterAuthError("nats", self.address, f"{refusal}") from exc
             detail = f"{type(cause).__name__}: {cause}" if cause is not None else ""
             raise AdapterUnreachable("nats", self.address, detail) from exc
