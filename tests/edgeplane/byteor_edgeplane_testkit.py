@@ -18,12 +18,26 @@ from typing import Any
 import redis
 
 from byteor import lanes
-from byteor.exec import COUNTERS_SUFFIX
+from byteor.edgeplane._status import StatusSegment
+from byteor.exec import COUNTERS_SUFFIX, StageContext, resolve_op
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 _names = itertools.count()
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
+
+
+def op(name: str, outputs: int = 1, **params: str) -> Any:
+    """The op ``name`` resolved as a stage ``s`` with ``outputs`` ports and ``params``."""
+    ports = tuple(f"o{i}" for i in range(outputs))
+    return resolve_op(name, StageContext("s", params, ports))
+
+
+def memory_status(name: str, nodes: int = 4) -> StatusSegment:
+    """An in-memory status segment of ``nodes`` rows, its first generation begun."""
+    seg = StatusSegment.create(name, nodes, memory=True)
+    seg.new_generation()
+    return seg
 
 
 def unique(prefix: str) -> str:

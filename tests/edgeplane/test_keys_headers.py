@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from byteor_edgeplane_testkit import cleanup_run, edgeplane, one_stage_spec, unique
+from byteor_edgeplane_testkit import (
+    cleanup_run,
+    edgeplane,
+    memory_status,
+    one_stage_spec,
+    op,
+    unique,
+)
 
 from byteor import lanes
 from byteor.adapters import Headers, OutRecord
@@ -27,7 +34,6 @@ from byteor.edgeplane._frame import FrameError, frame, out_record, stamp_of
 from byteor.edgeplane._run import run_inline
 from byteor.edgeplane._stages import StampedStage
 from byteor.edgeplane._status import StatusSegment
-from byteor.exec import StageContext, resolve_op
 from byteor.kernel import BatchResult
 from byteor.lanes.router import route_of
 from byteor.spec import LaneSpec, PipelineSpecV1, SinkSpec, SourceSpec, StageSpec
@@ -47,16 +53,9 @@ def key_fn(record: bytes) -> str:
     return record.split(b"-", 1)[0].decode()
 
 
-def op(name: str, outputs: int = 1, **params: str) -> Any:
-    ports = tuple(f"o{i}" for i in range(outputs))
-    return resolve_op(name, StageContext("s", params, ports))
-
-
 @pytest.fixture
 def status() -> StatusSegment:
-    seg = StatusSegment.create("keys", 4, memory=True)
-    seg.new_generation()
-    return seg
+    return memory_status("keys")
 
 
 def stage(status: StatusSegment, name: str, outputs: int = 1, **params: str) -> StampedStage:

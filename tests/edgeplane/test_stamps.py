@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from byteor_edgeplane_testkit import memory_status, op
 
 from byteor import lanes
 from byteor.adapters import Ack, Record
 from byteor.edgeplane._edge import STAMP, Hop, PendingBatches, WatermarkReader
 from byteor.edgeplane._stages import StampedStage, StampRow, op_holds
 from byteor.edgeplane._status import W_HELD, W_RELEASED, StatusSegment
-from byteor.exec import StageContext, resolve_op
 from byteor.kernel import BatchResult, Emit
 
 _ids = itertools.count()
@@ -26,16 +26,9 @@ def unframe(record: bytes) -> tuple[int, bytes]:
     return STAMP.unpack_from(record)[0], record[8:]
 
 
-def op(name: str, outputs: int = 1, **params: str) -> object:
-    ports = tuple(f"o{i}" for i in range(outputs))
-    return resolve_op(name, StageContext("s", params, ports))
-
-
 @pytest.fixture
 def status() -> StatusSegment:
-    seg = StatusSegment.create("unit", 4, memory=True)
-    seg.new_generation()
-    return seg
+    return memory_status("unit")
 
 
 def test_outputs_carry_the_batchs_first_stamp_and_failures_keep_their_frame(
