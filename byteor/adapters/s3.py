@@ -1056,30 +1056,25 @@ class _Read(Settler):
         return _ObjectAck(self.source, self, index, self.record(index), self.epoch)
 
     def settle(self, records: Sequence[LazyAckRecord], ok: bool) -> None:
-        source = self.source
-        if source._stopped or self.epoch != source._epoch:
-            return  # the object is read again after a restart
-        if not ok:
-            for r in records:
-                index = cast(S3Position, r.position)[1]
-                source._redo.append((self, index, self.record(index)))
-            return
-        self.acked += len(records)
-        if self.acked == len(self.payloads):
-            source._advance()
+        self._settle_run(len(records), ok, lambda: [r.position for r in records])
 
     def settle_batch(self, batch: RecordBatch, ok: bool) -> None:
-        """A run of our records settled whole: counted at once (the checkpoint moves only
-        once every record of the object is acked), or handed out again."""
+        """A run of our records settled whole, from the batch (no record made)."""
+        self._settle_run(len(batch), ok, lambda: batch.positions)
+
+    def _settle_run(self, n: int, ok: bool, positions: Callable[[], Sequence[object]]) -> None:
+        """``n`` of our records settled: counted at once (the checkpoint moves only once
+        every record of the object is acked), or handed out again (their ``positions``,
+        asked for only then)."""
         source = self.source
         if source._stopped or self.epoch != source._epoch:
             return  # the object is read again after a restart
         if not ok:
             record = self.record
-            indexes = [cast(S3Position, p)[1] for p in batch.positions]
+            indexes = [cast(S3Position, p)[1] for p in positions()]
             source._redo.extend((self, i, record(i)) for i in indexes)
             return
-        self.acked += len(batch)
+        self.acked += n
         if self.acked == len(self.payloads):
             source._advance()
 
