@@ -316,7 +316,7 @@ class RedisSource(Source):
                 if cursor in (b"0-0", "0-0"):
                     break
         # From here on, reads come as the reply holds them (see _raw_streams).
-        client.response_callbacks["XREADGROUP"] = _raw_streams
+        client.set_response_callback("XREADGROUP", _raw_streams)
         self._client = client
 
     def _batch(
